@@ -1,0 +1,183 @@
+"""The public API: MLP construction, fit, predict, score, determinism and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+def test_weights_have_the_documented_shapes_and_init():
+    m = fastbp.MLP([64, 128, 64, 10], activation="relu", output="softmax", seed=0)
+    assert [W.shape for W in m.weights] == [(128, 64), (64, 128), (10, 64)]
+    assert [b.shape for b in m.biases] == [(128,), (64,), (10,)]
+    assert all(W.dtype == np.float32 for W in m.weights + m.biases)
+    assert np.std(m.weights[0]) == pytest.approx(np.sqrt(2 / 64), rel=0.05)  # He
+    glorot = np.sqrt(6 / (64 + 10))
+    assert np.abs(m.weights[2]).max() <= glorot and np.abs(m.weights[2]).max() > 0.9 * glorot
+    assert all((b == 0).all() for b in m.biases)
+
+
+def test_seed_fixes_initialisation_for_both_dtypes():
+    a, b = fastbp.MLP([5, 4, 3], seed=7), fastbp.MLP([5, 4, 3], seed=7, dtype=np.float64)
+    np.testing.assert_array_equal(a.weights[0], b.weights[0].astype(np.float32))
+    assert not np.array_equal(a.weights[0], fastbp.MLP([5, 4, 3], seed=8).weights[0])
+
+
+def test_standard_recipe_reaches_97_percent_on_digits(digits):
+    X_train, X_test, y_train, y_test = digits
+    m = fastbp.MLP([64, 128, 64, 10], seed=0)
+    history = m.fit(X_train, y_train, epochs=40, batch_size=16, optimizer=fastbp.SGD(lr=0.05), verbose=0)
+    assert m.score(X_test, y_test) >= 0.97
+    assert history["loss"][-1] < history["loss"][0] / 10
+    assert history["accuracy"][-1] > 0.99
+    assert len(history["samples_per_second"]) == 40
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_fit_is_deterministic(digits, dtype, batch_size):
+    X_train, _, y_train, _ = digits
+    runs = []
+    for _ in range(2):
+        m = fastbp.MLP([64, 32, 10], activation="tanh", dtype=dtype, seed=3)
+        m.fit(X_train, y_train, epochs=2, batch_size=batch_size, seed=11, verbose=0)
+        runs.append(m)
+    for W, V in zip(runs[0].weights + runs[0].biases, runs[1].weights + runs[1].biases):
+        np.testing.assert_array_equal(W, V)
+
+
+_THREADS_SCRIPT = """
+import json, numpy as np, fastbp
+X_train, _, y_train, _ = fastbp.data.load_digits_split(seed=0)
+out = {}
+for batch in (1, 64):
+    m = fastbp.MLP([64, 40, 23, 10], seed=1)
+    m.fit(X_train, y_train, epochs=1, batch_size=batch, seed=2, verbose=0)
+    out[batch] = [float(np.sum(W.astype(np.float64) * np.arange(W.size).reshape(W.shape))) for W in m.weights]
+    out[str(batch) + "bytes"] = [W.tobytes().hex() for W in m.weights]
+print(json.dumps(out))
+"""
+
+
+def test_bit_identical_for_one_and_two_threads():
+    results = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        proc = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True,
+                              check=True)
+        results.append(json.loads(proc.stdout))
+    assert results[0] == results[1]
+
+
+def test_predict_and_score_shapes(digits):
+    X_train, X_test, y_train, y_test = digits
+    m = fastbp.MLP([64, 16, 10], seed=0)
+    m.fit(X_train, y_train, epochs=3, verbose=0)
+    proba = m.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    labels = m.predict(X_test)
+    assert labels.shape == (len(X_test),)
+    assert m.score(X_test, y_test) == pytest.approx(np.mean(labels == y_test))
+
+
+def test_predict_in_chunks_matches_one_pass():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2500, 6))
+    m = fastbp.MLP([6, 9, 4], activation="sigmoid", dtype=np.float64, seed=0)
+    chunked = m.predict_proba(X)  # 1024-row chunks
+    whole = np.concatenate([m.predict_proba(X[i:i + 250]) for i in range(0, 2500, 250)])
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+
+
+def test_binary_and_multilabel_sigmoid():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 4))
+    y_multi = np.stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0], axis=1).astype(float)
+    multi = fastbp.MLP([4, 16, 2], activation="tanh", output="sigmoid", seed=0)
+    multi.fit(X, y_multi, epochs=60, batch_size=16, optimizer=fastbp.SGD(lr=0.1), verbose=0)
+    assert multi.predict(X).shape == (400, 2) and multi.score(X, y_multi) > 0.9
+    binary = fastbp.MLP([4, 8, 1], output="sigmoid", seed=0)
+    binary.fit(X, y_multi[:, 0], epochs=60, batch_size=16, optimizer=fastbp.SGD(lr=0.1), verbose=0)
+    assert binary.predict(X).shape == (400,) and binary.score(X, y_multi[:, 0]) > 0.95
+
+
+def test_regression_fits_a_smooth_function():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-2, 2, size=(512, 1))
+    y = np.sin(X[:, 0])
+    m = fastbp.MLP([1, 32, 1], activation="tanh", output="identity", dtype=np.float64, seed=0)
+    history = m.fit(X, y, epochs=200, batch_size=32, optimizer=fastbp.SGD(lr=0.05), verbose=0)
+    assert "accuracy" not in history
+    assert m.predict(X).shape == (512,)
+    assert m.score(X, y) > 0.97
+
+
+def test_verbose_prints_one_line_per_epoch(capsys, digits):
+    X_train, _, y_train, _ = digits
+    fastbp.MLP([64, 8, 10]).fit(X_train, y_train, epochs=3, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3") and "samples/s" in lines[0]
+
+
+def test_divergence_stops_and_keeps_last_finite_weights(digits):
+    X_train, _, y_train, _ = digits
+    m = fastbp.MLP([64, 32, 10], activation="identity", seed=0)
+    with pytest.warns(RuntimeWarning, match="diverged in epoch"):
+        history = m.fit(X_train * 1e3, y_train, epochs=5, optimizer=fastbp.SGD(lr=1e3), verbose=0)
+    assert len(history["loss"]) < 5
+    assert all(np.isfinite(W).all() for W in m.weights + m.biases)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(layer_sizes=[5]), ValueError, "at least an input and an output"),
+    (dict(layer_sizes=[5, 0, 3]), ValueError, r"layer_sizes\[1\] must be ≥ 1"),
+    (dict(layer_sizes=[5, 3], activation="gelu"), ValueError, r"unknown activation 'gelu'; choose one of \["),
+    (dict(layer_sizes=[5, 3], output="softplus"), ValueError, "unknown output 'softplus'"),
+    (dict(layer_sizes=[5, 4, 4, 3], activation=["relu"]), ValueError, "2 hidden layers"),
+    (dict(layer_sizes=[5, 3], dtype=np.int32), TypeError, "float32 or np.float64"),
+])
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastbp.MLP(**kwargs)
+
+
+@pytest.mark.parametrize("X,y,kwargs,error,match", [
+    (np.zeros((4, 3)), [0, 1, 2, 0], {}, ValueError, "X has 3 features"),
+    (np.zeros(5), [0], {}, ValueError, "X must be 2-D"),
+    (np.zeros((0, 5)), [], {}, ValueError, "X is empty"),
+    (np.full((2, 5), np.nan), [0, 1], {}, ValueError, "X contains NaN"),
+    (np.zeros((2, 5), complex), [0, 1], {}, TypeError, "X must hold real numbers"),
+    (np.zeros((3, 5)), [0, 1], {}, ValueError, "y has 2 rows but X has 3"),
+    (np.zeros((2, 5)), [0, 3], {}, ValueError, r"label 3, outside \[0, 3\)"),
+    (np.zeros((2, 5)), [0, -1], {}, ValueError, "label -1"),
+    (np.zeros((2, 5)), [0.5, 1], {}, ValueError, "non-integer class labels"),
+    (np.zeros((2, 5)), [0, 1], dict(epochs=0), ValueError, "epochs must be ≥ 1"),
+    (np.zeros((2, 5)), [0, 1], dict(batch_size=2.5), TypeError, "batch_size must be an integer"),
+    (np.zeros((2, 5)), [0, 1], dict(optimizer="sgd"), TypeError, "optimizer must be a fastbp.SGD"),
+])
+def test_bad_fit_input_raises_and_leaves_model_unchanged(X, y, kwargs, error, match):
+    m = fastbp.MLP([5, 4, 3], seed=0)
+    before = [W.copy() for W in m.weights + m.biases]
+    with pytest.raises(error, match=match):
+        m.fit(X, y, verbose=0, **kwargs)
+    for W, saved in zip(m.weights + m.biases, before):
+        np.testing.assert_array_equal(W, saved)
+
+
+@pytest.mark.parametrize("lr", [0, -1, float("nan"), float("inf")])
+def test_bad_learning_rate(lr):
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        fastbp.SGD(lr=lr)
+
+
+def test_inputs_are_converted(digits):
+    X_train, X_test, y_train, _ = digits
+    m = fastbp.MLP([64, 8, 10], seed=0)
+    m.fit(np.asfortranarray(X_train.astype(np.float64)), y_train.astype(np.int32), epochs=1, verbose=0)
+    np.testing.assert_array_equal(m.predict_proba(X_test[::-1][::-1]), m.predict_proba(np.ascontiguousarray(X_test)))
+    assert m.predict_proba((X_test * 16).astype(np.int64)).dtype == np.float32
