@@ -1,7 +1,9 @@
 """fastbp: train fully connected networks on the CPU with JIT-compiled backpropagation kernels."""
+from . import threading  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/threading.py)
 from . import data, kernels
+from .io import load
 from .model import MLP
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, ConstantLR, CosineLR, ExponentialLR, StepLR
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "SGD", "__version__"]
+__all__ = ["MLP", "SGD", "Adam", "AdamW", "ConstantLR", "CosineLR", "ExponentialLR", "StepLR", "load", "__version__"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -10,19 +11,44 @@ import numpy as np
 from .data import load_digits_split
 from .kernels import ACTIVATIONS
 from .model import MLP
-from .optim import SGD
+from .optim import SGD, Adam
+
+#: --optimizer name -> the optimizer, given the learning rate
+OPTIMIZERS = {"sgd": lambda lr: SGD(lr=lr), "momentum": lambda lr: SGD(lr=lr, momentum=0.9), "adam": lambda lr: Adam(lr=lr)}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number {text!r}; pass an integer ≥ 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}; pass e.g. 0.05") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastbp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train an MLP on the UCI digits and report test accuracy and speed")
-    train.add_argument("--hidden", type=int, nargs="+", default=[128, 64], metavar="N",
+    train.add_argument("--hidden", type=_positive_int, nargs="+", default=[128, 64], metavar="N",
                        help="hidden layer sizes (default: 128 64)")
     train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    train.add_argument("--epochs", type=int, default=40)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    train.add_argument("--epochs", type=_positive_int, default=40)
+    train.add_argument("--batch-size", type=_positive_int, default=16)
+    train.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate")
+    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                       help="sgd (plain, the fused fast path), momentum (SGD, momentum 0.9) or adam")
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -37,7 +63,7 @@ def train(args: argparse.Namespace) -> int:
     print(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        optimizer=SGD(lr=args.lr), seed=args.seed, verbose=0 if args.quiet else 1)
+                        optimizer=OPTIMIZERS[args.optimizer](args.lr), seed=args.seed, verbose=0 if args.quiet else 1)
     seconds = time.perf_counter() - start
     speed = np.median(history["samples_per_second"])
     print(f"test accuracy {model.score(X_test, y_test):.2%}  |  {speed:,.0f} samples/s (median epoch)  |  "
@@ -46,7 +72,10 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad option: argparse has printed why
+        return int(exit_.code or 0)
     try:
         return train(args)
     except (ValueError, TypeError) as exc:

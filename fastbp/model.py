@@ -1,14 +1,19 @@
 """The multilayer perceptron: builds the flat parameter and workspace arrays and calls the kernels."""
 from __future__ import annotations
 
+import math
+import sys
 import time
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from . import kernels as K
-from .optim import SGD
+from .kernels.optimizers import LR
+from .optim import SGD, Optimizer
+from .threading import parallel_section
 from .validation import check_positive_int, check_targets, check_X
 
 #: rows per chunk when predicting; bounds the inference workspace
@@ -56,6 +61,7 @@ class MLP:
         self._params = np.zeros(self._offsets[-1, 0], dtype=self.dtype)
         self.weights, self.biases = self._views(self._params)
         self._initialise(np.random.default_rng(seed))
+        self.optimizer: Optimizer | None = None  # the optimizer of the last fit, continued by the next
 
     # ------------------------------------------------------------------ parameters
     def _views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -97,13 +103,18 @@ class MLP:
         work = self._workspace(S)
         K.gather_batch(X, T, np.arange(S), work, K.workspace_offsets(self._sizes, S), self._sizes)
         grads = np.empty_like(self._params)
-        loss, _ = K.forward_backward(self._sizes, self._codes, self._params, work, S, 1.0 / S, 0.0, grads)
+        with parallel_section():
+            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, work, S, 1.0 / S, 0.0, grads)
         dW, db = self._views(grads)
         return float(loss), dW, db
 
-    def fit(self, X, y, epochs: int = 20, batch_size: int = 32, optimizer: SGD | None = None,
-            shuffle: bool = True, seed: int = 0, verbose: int = 1) -> dict[str, list[float]]:
-        """Train with mini-batch SGD; the loop over an epoch's batches runs in compiled code.
+    def fit(self, X, y, epochs: int = 20, batch_size: int = 32, optimizer: Optimizer | None = None,
+            shuffle: bool = True, seed: int = 0, verbose: int = 1, *, alpha: float = 0.0,
+            clip_norm: float | None = None, validation_data: tuple | None = None, validation_split: float = 0.0,
+            patience: int | None = None, min_delta: float = 0.0, monitor: str | None = None,
+            callbacks: Sequence[Callable] = ()) -> dict[str, list[float]]:
+        """Train by mini-batches; the loop over an epoch's batches, each gradient and each optimizer
+        step run in compiled code. Training continues from the current weights.
 
         Parameters
         ----------
@@ -111,49 +122,134 @@ class MLP:
         y : targets: see `output` in the class docstring
         epochs : int, number of passes over the data
         batch_size : int, samples per step (the last batch of an epoch may be smaller)
-        optimizer : SGD, default SGD(lr=0.01)
+        optimizer : SGD, Adam or AdamW, default: the optimizer of the previous fit, else SGD(lr=0.01)
+            Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
-        seed : int, seeds the shuffling
-        verbose : int, 0 silent, 1 one line per epoch
+        seed : int, seeds the shuffling and the validation split
+        verbose : int, 0 silent, 1 a progress bar (stderr) and one line per epoch (stdout), 2 the lines only
+        alpha : float ≥ 0, L2 penalty on the weights, scikit-learn's convention: a batch of S samples
+            adds ``α/(2S) Σ_l ||W^l||²`` to its loss (biases are not penalised)
+        clip_norm : float > 0 or None, clip the whole gradient to this L2 norm before each step
+        validation_data : (X_val, y_val), evaluated after every epoch
+        validation_split : float in [0, 1), the fraction of (X, y) held out (drawn from `seed`) for validation
+        patience : int or None, early stopping: stop after `patience` epochs without the monitored value
+            improving by more than `min_delta`, and end with the weights of the best epoch
+        min_delta : float ≥ 0
+        monitor : "val_loss", "loss", "val_accuracy" or "accuracy"; default "val_loss" with validation, else "loss"
+        callbacks : callables ``callback(epoch, history, model)`` run after every epoch (epoch from 1);
+            training stops when one returns True
 
         Returns
         -------
         history : dict
-            ``"loss"`` per epoch (the mean of the batch losses, as Keras reports it), ``"accuracy"``
-            for softmax/sigmoid outputs, ``"samples_per_second"`` per epoch.
+            Per epoch: ``"loss"`` (mean of the batch losses, penalty included, as Keras and scikit-learn
+            report it), ``"accuracy"`` for softmax/sigmoid outputs, ``"val_loss"``/``"val_accuracy"`` with
+            validation, ``"lr"`` and ``"samples_per_second"``.
         """
         X, T = self._check_data(X, y)
         epochs = check_positive_int(epochs, "epochs")
-        batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
-        optimizer = SGD() if optimizer is None else optimizer
-        if not isinstance(optimizer, SGD):
-            raise TypeError(f"optimizer must be a fastbp.SGD, got {type(optimizer).__name__}")
+        verbose = _check_verbose(verbose)
+        optimizer = self._check_optimizer(optimizer)
+        alpha = _check_non_negative(alpha, "alpha")
+        clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
         rng = np.random.default_rng(seed)
-        work = self._workspace(batch_size)
-        history: dict[str, list[float]] = {"loss": [], "samples_per_second": []}
-        if self.output != "identity":
-            history["accuracy"] = []
-        N = X.shape[0]
-        for epoch in range(1, epochs + 1):
-            order = rng.permutation(N) if shuffle else np.arange(N)
-            before = self._params.copy()
-            start = time.perf_counter()
-            loss_sum, correct = K.train_epoch(X, T, order, batch_size, self._sizes, self._codes,
-                                              self._params, work, optimizer.lr)
-            seconds = time.perf_counter() - start
-            if not np.isfinite(loss_sum) or not np.isfinite(self._params).all():
-                self._params[...] = before
-                warnings.warn(f"training diverged in epoch {epoch} (loss is {loss_sum / N}); stopped and kept "
-                              f"the weights from the end of epoch {epoch - 1}. Lower the learning rate.",
-                              RuntimeWarning, stacklevel=2)
-                break
-            history["loss"].append(loss_sum / N)
-            history["samples_per_second"].append(N / seconds)
-            if "accuracy" in history:
-                history["accuracy"].append(correct / N)
-            if verbose:
-                print(_epoch_line(epoch, epochs, history), flush=True)
+        X, T, validation = self._validation_set(X, T, validation_data, validation_split, rng)
+        batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
+        stopper = _EarlyStopping(patience, min_delta, _monitor(monitor, validation is not None, self.output))
+        callbacks = _check_callbacks(callbacks)
+        rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
+        history = self._empty_history(validation is not None)
+        run = _Run(self, optimizer, batch_size, alpha, clip_norm)
+        with _Progress(verbose, epochs) as progress:
+            for epoch in range(1, epochs + 1):
+                order = rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0])
+                if not run.epoch(X, T, order, rates[epoch - 1], history):
+                    warnings.warn(f"training diverged in epoch {epoch} (loss is {run.diverged_loss}); stopped and "
+                                  f"kept the weights from the end of epoch {epoch - 1}. Lower the learning rate.",
+                                  RuntimeWarning, stacklevel=2)
+                    break
+                if validation is not None:
+                    self._record_validation(*validation, history)
+                progress.update(epoch, history)
+                stop = stopper.update(history, self._params)
+                if any([bool(callback(epoch, history, self)) for callback in callbacks]) or stop:
+                    break
+        stopper.restore_best(self._params)
+        self.optimizer = optimizer
         return history
+
+    def partial_fit(self, X, y, batch_size: int = 32, optimizer: Optimizer | None = None, shuffle: bool = True,
+                    seed: int | None = None, *, alpha: float = 0.0, clip_norm: float | None = None
+                    ) -> dict[str, list[float]]:
+        """One epoch over (X, y), continuing from the current weights and optimizer state (streaming data).
+
+        `optimizer` defaults to the one of the previous fit/partial_fit (else SGD(lr=0.01)); `seed`
+        defaults to the optimizer's epoch count, so successive calls shuffle differently but reproducibly.
+        Repeated calls equal one `fit` only when the shuffling matches. Returns the one-epoch history.
+        """
+        optimizer = self._check_optimizer(optimizer)
+        seed = optimizer.epochs if seed is None else seed
+        return self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle, seed=seed,
+                        verbose=0, alpha=alpha, clip_norm=clip_norm)
+
+    def evaluate(self, X, y) -> tuple[float, float | None]:
+        """(mean loss E, accuracy) on (X, y), without the L2 penalty; accuracy is None for identity outputs."""
+        X, T = self._check_data(X, y)
+        batch = min(PREDICT_BATCH, X.shape[0])
+        with parallel_section():
+            loss_sum, correct = K.evaluate_epoch(X, T, self._sizes, self._codes, self._params,
+                                                 self._workspace(batch), batch)
+        accuracy = None if self.output == "identity" else correct / X.shape[0]
+        return loss_sum / X.shape[0], accuracy
+
+    def save(self, path) -> None:
+        """Write the architecture and weights to a ``.npz`` file, atomically; `fastbp.load` reads it back exactly."""
+        from .io import save
+
+        save(self, path)
+
+    # ------------------------------------------------------------------ fit helpers
+    def _check_optimizer(self, optimizer: Optimizer | None) -> Optimizer:
+        if optimizer is None:
+            return getattr(self, "optimizer", None) or SGD()
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastbp.SGD, fastbp.Adam or fastbp.AdamW, got "
+                            f"{type(optimizer).__name__}; pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
+        return optimizer
+
+    def _validation_set(self, X, T, validation_data, validation_split, rng):
+        """(X, T) to train on and (X_val, T_val) or None."""
+        if validation_data is not None and validation_split:
+            raise ValueError("pass validation_data or validation_split, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            return X, T, self._check_data(*validation_data)
+        split = _check_non_negative(validation_split, "validation_split")
+        if split == 0:
+            return X, T, None
+        n_val = int(round(split * X.shape[0]))
+        if split >= 1 or not 1 <= n_val < X.shape[0]:
+            raise ValueError(f"validation_split={split} leaves no training or no validation samples out of "
+                             f"{X.shape[0]}; pass a fraction in (0, 1) such as 0.1")
+        order = rng.permutation(X.shape[0])
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return X[train], T[train], (X[val], T[val])
+
+    def _empty_history(self, with_validation: bool) -> dict[str, list[float]]:
+        keys = ["loss"] + (["accuracy"] if self.output != "identity" else [])
+        if with_validation:
+            keys += ["val_" + key for key in keys]
+        return {key: [] for key in keys + ["lr", "samples_per_second"]}
+
+    def _record_validation(self, X_val, T_val, history) -> None:
+        batch = min(PREDICT_BATCH, X_val.shape[0])
+        with parallel_section():
+            loss_sum, correct = K.evaluate_epoch(X_val, T_val, self._sizes, self._codes, self._params,
+                                                 self._workspace(batch), batch)
+        history["val_loss"].append(loss_sum / X_val.shape[0])
+        if "val_accuracy" in history:
+            history["val_accuracy"].append(correct / X_val.shape[0])
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X) -> np.ndarray:
@@ -161,7 +257,8 @@ class MLP:
         X = check_X(X, self.layer_sizes[0], self.dtype)
         batch = min(PREDICT_BATCH, X.shape[0])
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
-        K.predict_outputs(X, self._sizes, self._codes, self._params, self._workspace(batch), batch, out)
+        with parallel_section():
+            K.predict_outputs(X, self._sizes, self._codes, self._params, self._workspace(batch), batch, out)
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -190,16 +287,167 @@ class MLP:
         X = check_X(X, self.layer_sizes[0], self.dtype)
         return X, check_targets(y, X.shape[0], self.layer_sizes[-1], self.output, self.dtype)
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["weights"], state["biases"]  # views into _params: rebuilt on unpickling
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.weights, self.biases = self._views(self._params)
+
     def __repr__(self) -> str:
         return (f"MLP({self.layer_sizes}, activation={self.activations}, output={self.output!r}, "
                 f"dtype={np.dtype(self.dtype).name})")
 
 
+class _Run:
+    """One fit's buffers and the compiled epoch for its optimizer; an epoch that diverges is undone."""
+
+    def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None):
+        self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD: the step is in the gradient pass
+        self.state = optimizer.bind(model._params)
+        self.grads = None if self.fused else np.empty_like(model._params)
+        self.work = model._workspace(batch_size)
+        self.alpha, self.max_norm = alpha, clip_norm or 0.0
+        self.diverged_loss = math.nan
+
+    def epoch(self, X, T, order, lr: float, history) -> bool:
+        """Train one epoch at learning rate `lr` and append its numbers to history; False, with nothing
+        changed, if it diverged."""
+        m, opt = self.model, self.optimizer
+        hyper = K.hyper_parameters(**opt.step_settings(lr), l2=self.alpha, max_norm=self.max_norm)
+        saved = m._params.copy(), self.state.copy(), opt.steps
+        start = time.perf_counter()
+        with parallel_section():
+            if self.fused:
+                loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
+                                                  self.work, hyper[LR])
+                opt.steps += -(-X.shape[0] // self.batch_size)
+            else:
+                loss_sum, correct, opt.steps = K.train_epoch_optimizer(
+                    X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
+                    hyper, self.state, opt.steps)
+        seconds = time.perf_counter() - start
+        N = X.shape[0]
+        if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
+            m._params[...], self.state[...], opt.steps = saved
+            self.diverged_loss = loss_sum / N
+            return False
+        opt.epochs += 1
+        history["loss"].append(loss_sum / N)
+        if "accuracy" in history:
+            history["accuracy"].append(correct / N)
+        history["lr"].append(hyper[LR])
+        history["samples_per_second"].append(N / seconds)
+        return True
+
+
+class _EarlyStopping:
+    """Stops after `patience` epochs without improvement of `monitor` by more than `min_delta`; keeps the best weights."""
+
+    def __init__(self, patience: int | None, min_delta: float, monitor: str) -> None:
+        self.patience = None if patience is None else check_positive_int(patience, "patience")
+        self.min_delta = _check_non_negative(min_delta, "min_delta")
+        self.monitor, self.sign = monitor, -1.0 if monitor.endswith("accuracy") else 1.0
+        self.best, self.wait, self.best_params = math.inf, 0, None
+
+    def update(self, history: dict[str, list[float]], params: np.ndarray) -> bool:
+        """Record the last epoch; True when training should stop."""
+        if self.patience is None:
+            return False
+        value = self.sign * history[self.monitor][-1]
+        if value < self.best - self.min_delta:
+            self.best, self.wait, self.best_params = value, 0, params.copy()
+        else:
+            self.wait += 1
+        return self.wait >= self.patience
+
+    def restore_best(self, params: np.ndarray) -> None:
+        if self.best_params is not None:
+            params[...] = self.best_params
+
+
+class _Progress:
+    """verbose=1: a tqdm bar over epochs (stderr) with loss, accuracy, samples/s, and one line per epoch
+    (stdout); verbose=2: the lines only; verbose=0: nothing."""
+
+    def __init__(self, verbose: int, epochs: int) -> None:
+        self.verbose, self.epochs = verbose, epochs
+        self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=self.verbose != 1, leave=False)
+
+    def update(self, epoch: int, history: dict[str, list[float]]) -> None:
+        if not self.verbose:
+            return
+        postfix = {key: f"{history[key][-1]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+                   if key in history}
+        postfix["samples/s"] = f"{history['samples_per_second'][-1]:,.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+        tqdm.write(_epoch_line(epoch, self.epochs, history), file=sys.stdout)
+        sys.stdout.flush()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+
 def _epoch_line(epoch: int, epochs: int, history: dict[str, list[float]]) -> str:
     line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {history['loss'][-1]:.4f}"
-    if "accuracy" in history:
-        line += f"  accuracy {history['accuracy'][-1]:.4f}"
+    for key in ("accuracy", "val_loss", "val_accuracy"):
+        if key in history:
+            line += f"  {key.replace('_', ' ')} {history[key][-1]:.4f}"
     return line + f"  {history['samples_per_second'][-1]:,.0f} samples/s"
+
+
+def _monitor(monitor: str | None, with_validation: bool, output: str) -> str:
+    if monitor is None:
+        return "val_loss" if with_validation else "loss"
+    allowed = ["loss"] + (["accuracy"] if output != "identity" else [])
+    allowed += ["val_" + key for key in allowed] if with_validation else []
+    if monitor not in allowed:
+        raise ValueError(f"monitor={monitor!r} is not recorded by this fit; choose one of {allowed} "
+                         "(val_* needs validation_data or validation_split)")
+    return monitor
+
+
+def _check_callbacks(callbacks) -> list[Callable]:
+    callbacks = [callbacks] if callable(callbacks) else list(callbacks)
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables callback(epoch, history, model), got {callback!r}")
+    return callbacks
+
+
+def _check_real(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _check_non_negative(value, name: str) -> float:
+    value = _check_real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be ≥ 0, got {value}")
+    return value
+
+
+def _check_positive(value, name: str) -> float:
+    value = _check_real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _check_verbose(verbose) -> int:
+    if not isinstance(verbose, (int, np.integer)) or verbose < 0:
+        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar and lines) or 2 (lines), got {verbose!r}")
+    return int(verbose)
 
 
 def _check_layer_sizes(layer_sizes) -> list[int]:

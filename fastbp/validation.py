@@ -1,91 +1,216 @@
 """Input checks done in Python, before any compiled code runs.
 
-Each check raises ValueError or TypeError with a message that names the argument, says what is
-wrong and how to fix it, and returns a C-contiguous copy or view in the model's dtype.
+Each check raises ValueError (a wrong value) or TypeError (a wrong type) with a message that names
+the argument, says what is wrong and how to fix it. The array checks return a C-contiguous array
+in the model's dtype — the input itself when it already is one — so compiled code only ever sees
+clean, finite input, and a failed check leaves the model untouched.
+
+Accepted and converted: lists, integer, bool and other float arrays, Fortran-ordered and strided
+views, and float64 data for a float32 model. Rejected: complex, string, object and date dtypes,
+ragged lists, NaN/inf, and values that overflow the model's dtype.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
+#: the outputs whose targets are probabilities or 0/1 labels
+_PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
 
+
+# ----------------------------------------------------------------------------- scalars
 def check_positive_int(value, name: str) -> int:
-    """`value` as an int ≥ 1, or a TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}; pass e.g. {name}=32")
+    """`value` as an int ≥ 1, or a TypeError/ValueError naming `name`.
+
+    Python and NumPy integers are accepted; bool and float (even ``3.0``) are not.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}; "
+                        f"pass a whole number such as {name}=32")
     if value < 1:
-        raise ValueError(f"{name} must be ≥ 1, got {value}")
+        raise ValueError(f"{name} must be ≥ 1, got {value}; pass a positive whole number such as {name}=32")
     return int(value)
 
 
-def _as_real_array(a, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{name} could not be read as an array ({exc}); pass a rectangular numeric array") from exc
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"{name} must hold real numbers (integer or float), got dtype {arr.dtype}; "
-                        f"convert it with np.asarray({name}, dtype=float)")
-    return arr
+def check_positive_real(value, name: str, example: str = "0.01") -> float:
+    """`value` as a finite float > 0 (a learning rate, say), or a TypeError/ValueError naming `name`.
+
+    Python and NumPy reals are accepted (``np.float32(0.1)`` too); bool, complex and strings are not.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}; "
+                        f"pass e.g. {name}={example}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}; pass e.g. {name}={example}")
+    return value
 
 
-def check_X(X, n_features: int, dtype) -> np.ndarray:
-    """X as a finite (N, n_features) C-contiguous array of `dtype`, N ≥ 1."""
-    arr = _as_real_array(X, "X")
+# ----------------------------------------------------------------------------- arrays
+def check_X(X, n_features: int, dtype, name: str = "X") -> np.ndarray:
+    """X as a finite (N, n_features) C-contiguous array of `dtype`, N ≥ 1.
+
+    Parameters
+    ----------
+    X : array-like
+        The inputs, one row per sample.
+    n_features : int
+        Width of the model's input layer, n_0.
+    dtype : np.float32 or np.float64
+        The model's dtype.
+    name : str, default "X"
+        What the messages call the argument (e.g. "validation_data[0]").
+
+    Raises
+    ------
+    TypeError
+        X does not hold real numbers.
+    ValueError
+        X is not 2-D, is empty, has the wrong width, or holds NaN, inf or values beyond `dtype`'s range.
+    """
+    arr = _as_real_array(X, name)
     if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got {arr.ndim}-D shape {arr.shape}; "
-                         "reshape a single sample with X.reshape(1, -1)")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {arr.ndim}-D shape {arr.shape}; "
+                         f"reshape a single sample with {name}.reshape(1, -1)")
     if arr.shape[0] == 0:
-        raise ValueError("X is empty (0 samples); pass at least one sample")
+        raise ValueError(f"{name} is empty (0 samples, shape {arr.shape}); pass at least one sample")
     if arr.shape[1] != n_features:
-        raise ValueError(f"X has {arr.shape[1]} features per sample, but the model's input layer has "
-                         f"{n_features}; pass X with shape (n_samples, {n_features})")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError("X contains NaN or infinity; remove or impute those values first")
-    return arr
+        raise ValueError(f"{name} has {arr.shape[1]} features per sample, but the model's input layer has "
+                         f"{n_features}; pass {name} with shape (n_samples, {n_features})")
+    return _finite_in_dtype(arr, name, dtype)
 
 
-def check_targets(y, n_samples: int, n_outputs: int, output: str, dtype) -> np.ndarray:
+def check_targets(y, n_samples: int, n_outputs: int, output: str, dtype, name: str = "y") -> np.ndarray:
     """Targets y as a finite (n_samples, n_outputs) C-contiguous matrix t of `dtype`.
 
-    softmax: integer labels in [0, n_outputs) (one-hot encoded here) or rows of class
-    probabilities; sigmoid: 0/1 (or [0, 1]) matrix, or a vector when n_outputs == 1;
-    identity: real targets, a vector when n_outputs == 1.
+    - softmax: integer class labels in [0, n_outputs), 1-D (floats like 2.0 and bools count as
+      integers; they are one-hot encoded here), or rows of class probabilities that sum to 1;
+    - sigmoid: a 0/1 (or [0, 1]) matrix, or a vector when n_outputs == 1;
+    - identity: real targets, a vector when n_outputs == 1.
+
+    `name` is what the messages call the argument, "y" by default.
+
+    Raises
+    ------
+    TypeError
+        y does not hold real numbers (e.g. string class names).
+    ValueError
+        y has the wrong number of rows or columns, holds NaN/inf, labels outside [0, n_outputs)
+        or non-integer labels, probabilities outside [0, 1] or rows that do not sum to 1.
     """
-    arr = _as_real_array(y, "y")
-    if arr.shape[:1] != (n_samples,):
-        raise ValueError(f"y has {arr.shape[0] if arr.ndim else 0} rows but X has {n_samples} samples; "
-                         "pass one target per sample")
-    if not np.isfinite(arr).all():
-        raise ValueError("y contains NaN or infinity; remove those samples first")
+    arr = _as_real_array(y, name)
+    if arr.ndim == 0 or arr.shape[0] != n_samples:
+        rows = arr.shape[0] if arr.ndim else "no"
+        raise ValueError(f"{name} has {rows} rows but X has {n_samples} samples; pass one target per sample")
+    if arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got {arr.ndim}-D shape {arr.shape}; "
+                         f"pass ({n_samples},) labels or a ({n_samples}, {n_outputs}) target matrix")
     if output == "softmax" and arr.ndim == 1:
-        return _one_hot(arr, n_outputs, dtype)
+        _check_finite(arr, name)
+        return _one_hot(arr, n_outputs, dtype, name)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
-    if arr.ndim != 2 or arr.shape[1] != n_outputs:
-        raise ValueError(f"y must have shape ({n_samples}, {n_outputs}) for a model with {n_outputs} "
-                         f"outputs, got {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if output in ("softmax", "sigmoid") and (arr.min() < 0 or arr.max() > 1):
-        raise ValueError(f"y for a {output} output must lie in [0, 1] (probabilities or 0/1 labels)")
-    if output == "softmax" and not np.allclose(arr.sum(axis=1), 1, atol=1e-3):
-        raise ValueError("each row of y must sum to 1 (class probabilities); "
-                         "or pass integer class labels as a 1-D array")
+    if arr.ndim == 1 or arr.shape[1] != n_outputs:
+        raise ValueError(_target_shape_message(arr.shape, n_samples, n_outputs, output, name))
+    T = _finite_in_dtype(arr, name, dtype)
+    if output in _PROBABILITY_OUTPUTS:
+        _check_unit_interval(T, output, name)
+    if output == "softmax":
+        _check_rows_sum_to_one(T, name)
+    return T
+
+
+# ----------------------------------------------------------------------------- helpers
+def _as_real_array(a, name: str) -> np.ndarray:
+    """`a` as an array of integers, bools or floats; never copies an array that already is one."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise ValueError(f"{name} could not be read as an array ({exc}); "
+                         "pass a rectangular numeric array, every row the same length") from exc
+    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        hint = (" (for class names, encode them as 0..C-1 first, e.g. with sklearn.preprocessing.LabelEncoder)"
+                if name != "X" and arr.dtype.kind in "USO" else "")
+        raise TypeError(f"{name} must hold real numbers (integer, bool or float), got dtype {arr.dtype}; "
+                        f"convert it with np.asarray({name}, dtype=float){hint}")
     return arr
 
 
-def _one_hot(labels: np.ndarray, n_classes: int, dtype) -> np.ndarray:
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.array_equal(labels, np.round(labels)):
-            raise ValueError("y holds non-integer class labels; pass integers in "
-                             f"[0, {n_classes}) or rows of class probabilities")
-    if labels.min() < 0 or labels.max() >= n_classes:
-        bad = labels[(labels < 0) | (labels >= n_classes)][0].item()
-        raise ValueError(f"y holds the label {bad!r}, outside [0, {n_classes}) for a model with "
+def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
+    """arr converted to a C-contiguous `dtype` array, checked finite in one pass after the cast.
+
+    A cast keeps NaN and inf, and turns a value too large for `dtype` into inf, so checking the
+    converted array alone finds both; the source value then tells which message applies.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(converted).all():
+        where = _first(~np.isfinite(converted))
+        if not np.isfinite(arr[where]):
+            _check_finite(arr, name)
+        raise ValueError(f"{name}{list(where)} = {arr[where].item()!r} overflows {np.dtype(dtype).name} "
+                         f"(largest {np.finfo(dtype).max:.3g}); rescale {name} or use a float64 model")
+    return converted
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        where = _first(~np.isfinite(arr))
+        raise ValueError(f"{name} contains NaN or infinity (first at {name}{list(where)} = {arr[where].item()}); "
+                         "remove or impute those values first")
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the first True element of mask."""
+    return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
+
+
+def _one_hot(labels: np.ndarray, n_classes: int, dtype, name: str) -> np.ndarray:
+    """(N,) class labels → (N, n_classes) one-hot rows, after checking each label."""
+    if np.issubdtype(labels.dtype, np.floating) and not np.array_equal(labels, np.round(labels)):
+        bad = labels[labels != np.round(labels)][0].item()
+        raise ValueError(f"{name} holds non-integer class labels (e.g. {bad!r}); pass integers in "
+                         f"[0, {n_classes}), or rows of class probabilities with shape (n_samples, {n_classes})")
+    outside = (labels < 0) | (labels >= n_classes)
+    if outside.any():
+        bad = labels[outside][0].item()
+        raise ValueError(f"{name} holds the label {bad!r}, outside [0, {n_classes}) for a model with "
                          f"{n_classes} outputs; relabel the classes 0..{n_classes - 1} "
-                         "(e.g. with sklearn.preprocessing.LabelEncoder)")
+                         "(e.g. with sklearn.preprocessing.LabelEncoder) or give the model more outputs")
     T = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     T[np.arange(labels.shape[0]), labels.astype(np.int64)] = 1
     return T
+
+
+def _target_shape_message(shape: tuple[int, ...], n_samples: int, n_outputs: int, output: str, name: str) -> str:
+    want = f"{name} must have shape ({n_samples}, {n_outputs}) for a model with {n_outputs} outputs, got {shape}"
+    if output == "softmax" and len(shape) == 2 and shape[1] == 1:
+        return f"{want}; pass class labels as a 1-D array ({name}.ravel()), or one-hot rows of width {n_outputs}"
+    if output == "softmax":
+        return (f"{want}; pass class labels as a 1-D array, or one-hot / probability rows of width {n_outputs} "
+                "(or change the model's output layer size)")
+    if output == "sigmoid":
+        return f"{want}; pass one 0/1 column per output unit (a 1-D vector only for a single output)"
+    return f"{want}; pass one column per output unit (a 1-D vector only for a single output)"
+
+
+def _check_unit_interval(T: np.ndarray, output: str, name: str) -> None:
+    outside = (T < 0) | (T > 1)
+    if outside.any():
+        where = _first(outside)
+        raise ValueError(f"{name} for a {output} output must lie in [0, 1] (probabilities or 0/1 labels), "
+                         f"got {name}{list(where)} = {T[where].item()}; "
+                         + ("pass integer class labels as a 1-D array instead" if output == "softmax"
+                            else "binarise or rescale the targets, or use output='identity' for real values"))
+
+
+def _check_rows_sum_to_one(T: np.ndarray, name: str) -> None:
+    sums = T.sum(axis=1, dtype=np.float64)
+    off = np.abs(sums - 1) > 1e-3
+    if off.any():
+        s = int(np.argmax(off))
+        raise ValueError(f"each row of {name} must sum to 1 (class probabilities), but row {s} sums to {sums[s]:.6g}; "
+                         "normalise the rows, pass integer class labels as a 1-D array, "
+                         "or use output='sigmoid' for multi-label targets")

@@ -21,7 +21,16 @@ def test_train_options_and_per_epoch_lines(capsys):
 
 def test_bad_option_gives_a_clear_error(capsys):
     assert main(["train", "--epochs", "0"]) == 2
-    assert "epochs must be ≥ 1" in capsys.readouterr().err
+    assert "argument --epochs: must be ≥ 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--lr", "-1"]) == 2
+    assert "argument --lr: must be finite and > 0, got -1" in capsys.readouterr().err
+
+
+def test_adam_and_momentum_recipes(capsys):
+    for optimizer, lr in (("adam", "0.001"), ("momentum", "0.02")):
+        assert main(["train", "--quiet", "--optimizer", optimizer, "--lr", lr, "--epochs", "20", "--batch-size", "32"]) == 0
+        accuracy = float(capsys.readouterr().out.split("test accuracy ")[1].split("%")[0])
+        assert accuracy >= 97.0, optimizer
 
 
 def test_console_script_is_installed():

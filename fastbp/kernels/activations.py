@@ -8,6 +8,8 @@ import math
 
 from numba import njit
 
+from .common import cast_like
+
 IDENTITY, RELU, TANH, SIGMOID = 0, 1, 2, 3
 
 #: name -> code; the Python side of the table
@@ -27,7 +29,7 @@ def sigmoid(z):
 def activate(code, z):
     """a = f(z) for the activation `code`."""
     if code == RELU:
-        return z if z > 0 else z * 0
+        return z if z > 0 else cast_like(z, 0)
     if code == TANH:
         return math.tanh(z)
     if code == SIGMOID:
@@ -39,9 +41,9 @@ def activate(code, z):
 def derivative(code, a):
     """f'(z) written from a = f(z) for the activation `code`."""
     if code == RELU:
-        return a * 0 + 1 if a > 0 else a * 0
+        return cast_like(a, 1) if a > 0 else cast_like(a, 0)
     if code == TANH:
         return 1 - a * a
     if code == SIGMOID:
         return a * (1 - a)
-    return a * 0 + 1
+    return cast_like(a, 1)

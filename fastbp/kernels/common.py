@@ -1,17 +1,27 @@
 """What every kernel module shares: the fast-math flags and a dtype cast."""
+from numba.core import types
 from numba.extending import overload
 
 # reassoc lets LLVM vectorise each dot product (the order is fixed at compile time, per shape);
 # contract allows fused multiply-add. No nnan/ninf: NaN checks elsewhere must keep working.
 FASTMATH = {"reassoc", "contract"}
 
+# Below this much work (multiply-adds, or elements for the losses) a kernel runs its tiles on the
+# calling thread: starting a parallel region costs a few µs, more than splitting such work saves.
+# The choice depends on shapes only, so results stay bit-identical for any number of threads.
+PARALLEL_WORK = 1 << 16
+
 
 def cast_like(x, value):
-    """`value` converted to the element type of array `x` (compiled code only)."""
+    """`value` converted to the element type of array or scalar `x` (compiled code only).
+
+    `cast_like(X, 0)` is a compile-time zero of X's dtype: LLVM vectorises a sum that starts
+    from it, but not one that starts from a loaded value such as `X[m, 0] * 0`.
+    """
     raise NotImplementedError("cast_like is for compiled code")
 
 
 @overload(cast_like, inline="always")
 def _cast_like(x, value):
-    dtype = x.dtype
+    dtype = x.dtype if isinstance(x, types.Array) else x
     return lambda x, value: dtype(value)

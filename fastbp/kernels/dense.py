@@ -4,32 +4,48 @@ Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)         
 Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}                  (seed 000 eq. 16)
 Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 11, 12)
 
-Every contraction is a dot product over the last, contiguous axis of two row-major arrays
-(`out[m, n] = Σ_p X[m, p] Y[n, p]`), computed in 4 x 4 register tiles. The backward and
-gradient kernels therefore read the transposes `W^T`, `δ^T` and `a^T`, which the kernels
-before them write next to the row-major arrays; for small batches the gradient and backward
-kernels switch to row updates (axpy form) that need no transpose.
+All three read the row-major arrays as they are, with no transposes:
+- the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
+  4 x 4 register tiles (`_dot4x4`);
+- the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
+  `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x 8 terms whose inner loop runs
+  along the contiguous row, where it vectorises (`_rows_chunk`).
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
 """
+import numpy as np
 from numba import njit, prange
 
 from .activations import RELU, activate, derivative
-from .common import FASTMATH, cast_like
-TILE = 4
-# Below this many samples the weight gradient is a sum of S rank-1 row updates (axpy form):
-# a 4 x 4 dot-product tile over a handful of samples cannot vectorise.
-SMALL_BATCH = 8
+from .common import FASTMATH, PARALLEL_WORK, cast_like
+
+TILE = 4  # output rows (samples s, or units k) per register tile
+CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
+TASKS = 8  # the row-sum kernels split rows into column blocks until there are about this many tasks
+MIN_COLUMNS = 128  # ... but no block narrower than this
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _dot(X, m, Y, n):
     """Σ_p X[m, p] Y[n, p]."""
-    acc = X[m, 0] * 0
+    acc = cast_like(X, 0)
     for p in range(X.shape[1]):
         acc += X[m, p] * Y[n, p]
     return acc
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _dot1x4(X, m, Y, n):
+    """The 4 dot products Σ_p X[m, p] Y[n+c, p], c in 0..3: each X value is loaded once for 4 sums."""
+    c0 = c1 = c2 = c3 = cast_like(X, 0)
+    for p in range(X.shape[1]):
+        x = X[m, p]
+        c0 += x * Y[n, p]
+        c1 += x * Y[n + 1, p]
+        c2 += x * Y[n + 2, p]
+        c3 += x * Y[n + 3, p]
+    return c0, c1, c2, c3
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -38,8 +54,8 @@ def _dot4x4(X, m, Y, n):
 
     Each loaded X and Y value is used four times, so the loop is bound by FMAs, not loads.
     """
-    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = X[m, 0] * 0
-    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = X[m, 0] * 0
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = cast_like(X, 0)
+    c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = cast_like(X, 0)
     for p in range(X.shape[1]):
         x0, x1, x2, x3 = X[m, p], X[m + 1, p], X[m + 2, p], X[m + 3, p]
         y0, y1, y2, y3 = Y[n, p], Y[n + 1, p], Y[n + 2, p], Y[n + 3, p]
@@ -64,208 +80,192 @@ def _dot4x4(X, m, Y, n):
 
 
 @njit(inline="always", cache=True)
-def _tile(t, n_col_tiles, M, N):
-    """Row/column ranges [m0, m1) x [n0, n1) of tile t in a grid of TILE x TILE tiles."""
-    m0 = (t // n_col_tiles) * TILE
-    n0 = (t % n_col_tiles) * TILE
-    return m0, min(m0 + TILE, M), n0, min(n0 + TILE, N)
+def _tile(t, n_col_tiles, M, N, rows, cols):
+    """Row/column ranges [m0, m1) x [n0, n1) of task t in a grid of rows x cols tiles."""
+    m0 = (t // n_col_tiles) * rows
+    n0 = (t % n_col_tiles) * cols
+    return m0, min(m0 + rows, M), n0, min(n0 + cols, N)
 
 
 @njit(inline="always", cache=True)
-def _n_tiles(M, N):
-    """(number of tiles, tiles per row) covering an M x N output."""
-    n_col_tiles = (N + TILE - 1) // TILE
-    return ((M + TILE - 1) // TILE) * n_col_tiles, n_col_tiles
+def _column_block(M, N):
+    """Columns per task of a row-sum kernel on an M x N output: whole rows when there are enough
+    row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few.
+    The blocking never changes a result: each element is still summed in the same order."""
+    blocks = max(1, TASKS // ((M + TILE - 1) // TILE))
+    return max(MIN_COLUMNS, (N + blocks - 1) // blocks)
+
+
+@njit(inline="always", cache=True)
+def _n_tiles(M, N, rows, cols):
+    """(number of tiles, tiles per row) covering an M x N output with rows x cols tiles."""
+    n_col_tiles = (N + cols - 1) // cols
+    return ((M + rows - 1) // rows) * n_col_tiles, n_col_tiles
 
 
 # ----------------------------------------------------------------------------- forward
-@njit(inline="always", cache=True)
-def _store_forward(A_out, A_outT, b, code, s, k, acc):
-    a = activate(code, acc + b[k])
-    A_out[s, k] = a
-    if A_outT.shape[1] > 0:
-        A_outT[k, s] = a
-
-
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_forward(A, W, b, code, A_out, A_outT):
+def dense_forward(A, W, b, code, A_out):
     """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (seed 000 eq. 1; NOTATION.md)
 
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
-    A_out: (S, n_out), written · A_outT: (n_out, S), written as A_out's transpose, or (0, 0) to skip.
-    Parallel over 4 x 4 tiles of (s, k): each a[s, k] is summed by one thread, in order of j.
+    A_out: (S, n_out), written. Parallel over 4 x 4 tiles of (s, k) (serial below PARALLEL_WORK):
+    each a[s, k] is summed by one thread, in order of j.
     """
     S, n_out = A_out.shape
-    n_tiles, n_col_tiles = _n_tiles(S, n_out)
-    for t in prange(n_tiles):
-        s0, s1, k0, k1 = _tile(t, n_col_tiles, S, n_out)
-        if s1 - s0 == TILE and k1 - k0 == TILE:
-            c = _dot4x4(A, s0, W, k0)
-            for i in range(TILE):
-                for q in range(TILE):
-                    _store_forward(A_out, A_outT, b, code, s0 + i, k0 + q, c[TILE * i + q])
-        else:
-            for s in range(s0, s1):
-                for k in range(k0, k1):
-                    _store_forward(A_out, A_outT, b, code, s, k, _dot(A, s, W, k))
+    n_tiles, n_col_tiles = _n_tiles(S, n_out, TILE, TILE)
+    if S * W.size < PARALLEL_WORK:
+        for t in range(n_tiles):
+            _forward_tile(A, W, b, code, A_out, t, n_col_tiles)
+    else:
+        for t in prange(n_tiles):
+            _forward_tile(A, W, b, code, A_out, t, n_col_tiles)
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _forward_tile(A, W, b, code, A_out, t, n_col_tiles):
+    """Tile t of `dense_forward`: a 4 x 4 register tile when it is full, 1 x 4 tiles for the
+    samples of a partial tile (batch 1 included), single sums at the last units."""
+    S, n_out = A_out.shape
+    s0, s1, k0, k1 = _tile(t, n_col_tiles, S, n_out, TILE, TILE)
+    if s1 - s0 == TILE and k1 - k0 == TILE:
+        c = _dot4x4(A, s0, W, k0)
+        for i in range(TILE):
+            for q in range(TILE):
+                A_out[s0 + i, k0 + q] = activate(code, c[TILE * i + q] + b[k0 + q])
+    elif k1 - k0 == TILE:
+        for s in range(s0, s1):
+            c = _dot1x4(A, s, W, k0)
+            for q in range(TILE):
+                A_out[s, k0 + q] = activate(code, c[q] + b[k0 + q])
+    else:
+        for s in range(s0, s1):
+            for k in range(k0, k1):
+                A_out[s, k] = activate(code, _dot(A, s, W, k) + b[k])
+
+
+# ----------------------------------------------------------------------------- row sums
+@njit(inline="always", cache=True)
+def _columns(j0, j1):
+    """range(j0, j1) with an unsigned index. Numba wraps negative indices around, and that
+    check keeps LLVM from vectorising a loop that does not start at 0; unsigned indices skip it."""
+    return range(np.uint64(j0), np.uint64(j1))
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
+    """out[m0+i, j] += α Σ_{q<8} X[m0+i, p0+q] Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
+
+    The q loop has a constant trip count, so LLVM unrolls it and vectorises the j loop with the
+    four sums in registers: 8 loads of Y feed 32 FMAs.
+    """
+    for j in _columns(j0, j1):
+        c0 = c1 = c2 = c3 = cast_like(out, 0)
+        for q in range(CHUNK):
+            y = Y[p0 + q, j]
+            c0 += X[m0, p0 + q] * y
+            c1 += X[m0 + 1, p0 + q] * y
+            c2 += X[m0 + 2, p0 + q] * y
+            c3 += X[m0 + 3, p0 + q] * y
+        out[m0, j] += alpha * c0
+        out[m0 + 1, j] += alpha * c1
+        out[m0 + 2, j] += alpha * c2
+        out[m0 + 3, j] += alpha * c3
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
+    """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
+
+    Full tiles of 4 rows take the register tile for each chunk of 8 terms; the remaining terms,
+    and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a relu unit
+    that was off in the layer above contributes nothing: seed 002's skipped sum).
+    """
+    if beta != 1:
+        for m in range(m0, m1):
+            for j in _columns(j0, j1):
+                out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
+    P = X.shape[1]
+    p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
+    for p0 in range(0, p_tiled, CHUNK):
+        _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1)
+    for m in range(m0, m1):
+        for p in range(p_tiled, P):
+            x = alpha * X[m, p]
+            if x != 0:
+                for j in _columns(j0, j1):
+                    out[m, j] += x * Y[p, j]
 
 
 # ----------------------------------------------------------------------------- backward
-@njit(inline="always", cache=True)
-def _store_backward(D_out, D_outT, A, code, s, j, acc):
-    d = derivative(code, A[s, j]) * acc
-    D_out[s, j] = d
-    D_outT[j, s] = d
-
-
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_backward(D, WT, A, code, D_out, D_outT):
+def dense_backward(D, W, A, code, D_out):
     """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (seed 000 eq. 16; NOTATION.md)
 
     In the forward pass a^l = f(b + W a^{l-1}), so ∂z^l_k/∂a^{l-1}_j = W[k, j].
-    D: (S, n_out) δ^l · WT: (n_in, n_out) = W^T · A: (S, n_in) a^{l-1}, from which f' is taken
-    D_out: (S, n_in) and D_outT: (n_in, S), written. For relu the sum is skipped where z ≤ 0 (seed 002).
-    Parallel over 4 x 4 tiles of (s, j), each element summed by one thread in order of k.
+    D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
+    D_out: (S, n_in), written. Parallel over tiles of 4 samples x a block of units j (serial
+    below PARALLEL_WORK); each element is summed by one thread in order of k.
     """
     S, n_in = D_out.shape
-    n_tiles, n_col_tiles = _n_tiles(S, n_in)
-    for t in prange(n_tiles):
-        s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in)
-        if s1 - s0 == TILE and j1 - j0 == TILE and not _all_inactive(A, code, s0, j0):
-            c = _dot4x4(D, s0, WT, j0)
-            for i in range(TILE):
-                for q in range(TILE):
-                    _store_backward(D_out, D_outT, A, code, s0 + i, j0 + q, c[TILE * i + q])
-        else:
-            for s in range(s0, s1):
-                for j in range(j0, j1):
-                    acc = D[s, 0] * 0
-                    if code != RELU or A[s, j] > 0:
-                        acc = _dot(D, s, WT, j)
-                    _store_backward(D_out, D_outT, A, code, s, j, acc)
+    columns = _column_block(S, n_in)
+    n_tiles, n_col_tiles = _n_tiles(S, n_in, TILE, columns)
+    if S * W.size < PARALLEL_WORK:
+        for t in range(n_tiles):
+            _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns)
+    else:
+        for t in prange(n_tiles):
+            _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns)
 
 
-@njit(inline="always", cache=True)
-def _all_inactive(A, code, s0, j0):
-    """True when every relu unit of the tile is off (a ≤ 0), so its whole tile of sums can be skipped."""
-    if code != RELU:
-        return False
-    for i in range(TILE):
-        for q in range(TILE):
-            if A[s0 + i, j0 + q] > 0:
-                return False
-    return True
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_backward_rows(D, W, A, code, D_out):
-    """δ^{l-1}[s, :] = f'(z^{l-1}[s, :]) ∘ Σ_k δ^l[s, k] W[k, :]   (axpy form of `dense_backward`)
-
-    D: (S, n_out) · W: (n_out, n_in) · A: (S, n_in) a^{l-1} · D_out: (S, n_in), written.
-    For small batches: reads W row by row, so no transpose is needed. Parallel over samples s
-    when there are several, each row summed in order of k.
-    """
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns):
+    """Tile t of `dense_backward`: the row sums, then f' applied in place."""
     S, n_in = D_out.shape
-    n_out = D.shape[1]
-    for s in prange(S):
-        for j in range(n_in):
-            D_out[s, j] = 0
-        for k in range(n_out):
-            d = D[s, k]
-            for j in range(n_in):
-                D_out[s, j] += d * W[k, j]
-        for j in range(n_in):
+    s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
+    _row_sums(D, W, cast_like(D_out, 1), cast_like(D_out, 0), D_out, s0, s1, j0, j1)
+    for s in range(s0, s1):
+        for j in _columns(j0, j1):
             D_out[s, j] *= derivative(code, A[s, j])
 
 
 # ----------------------------------------------------------------------------- gradient
-@njit(inline="always", cache=True)
-def _store_gradient(G, alpha, beta, k, j, acc):
-    if beta == 0:
-        G[k, j] = alpha * acc
-    else:
-        G[k, j] = beta * G[k, j] + alpha * acc
-
-
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_weight_gradient(DT, AT, alpha, beta, G):
+def dense_weight_gradient(D, A, alpha, beta, G):
     """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (seed 000 eq. 11; NOTATION.md)
 
     With α = 1/S, β = 0 this is ∂E/∂W; with α = -ε/S, β = 1 it is the SGD step W ← W - ε ∂E/∂W
-    fused into the same pass. DT: (n_out, S) δ^T · AT: (n_in, S) a^{l-1 T} · G: (n_out, n_in).
-    Parallel over 4 x 4 tiles of (k, j): no two threads add into one element (llm.c's rule).
+    fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in).
+    Parallel over tiles of 4 units k x a block of inputs j (serial below PARALLEL_WORK): no two
+    threads add into one element (llm.c's rule), and each element is summed in order of s.
     """
     n_out, n_in = G.shape
     alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
-    n_tiles, n_col_tiles = _n_tiles(n_out, n_in)
-    for t in prange(n_tiles):
-        k0, k1, j0, j1 = _tile(t, n_col_tiles, n_out, n_in)
-        if k1 - k0 == TILE and j1 - j0 == TILE:
-            c = _dot4x4(DT, k0, AT, j0)
-            for i in range(TILE):
-                for q in range(TILE):
-                    _store_gradient(G, alpha_, beta_, k0 + i, j0 + q, c[TILE * i + q])
-        else:
-            for k in range(k0, k1):
-                for j in range(j0, j1):
-                    _store_gradient(G, alpha_, beta_, k, j, _dot(DT, k, AT, j))
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_weight_gradient_rows(D, A, alpha, beta, G):
-    """G[k, :] = β G[k, :] + α Σ_s δ[s, k] a^{l-1}[s, :]   (axpy form of `dense_weight_gradient`)
-
-    D: (S, n_out) · A: (S, n_in) · G: (n_out, n_in). For small batches: S rank-1 row updates
-    added in order of s, with no transpose. Parallel over output units k.
-    """
-    n_out, n_in = G.shape
-    S = D.shape[0]
-    alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
-    for k in prange(n_out):
-        if beta_ == 0:
-            for j in range(n_in):
-                G[k, j] = 0
-        elif beta_ != 1:
-            for j in range(n_in):
-                G[k, j] *= beta_
-        for s in range(S):
-            d = alpha_ * D[s, k]
-            for j in range(n_in):
-                G[k, j] += d * A[s, j]
-
-
-@njit(cache=True)
-def bias_gradient(DT, alpha, beta, g):
-    """g[k] = β g[k] + α Σ_s δ[s, k]   (seed 000 eq. 12); DT: (n_out, S) · g: (n_out,), summed in order of s."""
-    for k in range(g.shape[0]):
-        acc = DT[k, 0] * 0
-        for s in range(DT.shape[1]):
-            acc += DT[k, s]
-        _store_vector(g, cast_like(g, alpha), cast_like(g, beta), k, acc)
-
-
-@njit(cache=True)
-def bias_gradient_rows(D, alpha, beta, g):
-    """The same as `bias_gradient`, from D: (S, n_out) row-major."""
-    for k in range(g.shape[0]):
-        acc = D[0, k] * 0
-        for s in range(D.shape[0]):
-            acc += D[s, k]
-        _store_vector(g, cast_like(g, alpha), cast_like(g, beta), k, acc)
-
-
-@njit(inline="always", cache=True)
-def _store_vector(g, alpha, beta, k, acc):
-    if beta == 0:
-        g[k] = alpha * acc
+    DT = D.T  # a view: δ[s, k] read as DT[k, s], one scalar per term
+    columns = _column_block(n_out, n_in)
+    n_tiles, n_col_tiles = _n_tiles(n_out, n_in, TILE, columns)
+    if D.shape[0] * G.size < PARALLEL_WORK:
+        for t in range(n_tiles):
+            _gradient_tile(DT, A, alpha_, beta_, G, t, n_col_tiles, columns)
     else:
-        g[k] = beta * g[k] + alpha * acc
+        for t in prange(n_tiles):
+            _gradient_tile(DT, A, alpha_, beta_, G, t, n_col_tiles, columns)
 
 
-@njit(parallel=True, cache=True)
-def transpose(X, XT):
-    """XT[j, i] = X[i, j]; X: (m, n) · XT: (n, m). Parallel over rows of XT."""
-    m, n = X.shape
-    for j in prange(n):
-        for i in range(m):
-            XT[j, i] = X[i, j]
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _gradient_tile(DT, A, alpha, beta, G, t, n_col_tiles, columns):
+    """Tile t of `dense_weight_gradient`."""
+    n_out, n_in = G.shape
+    k0, k1, j0, j1 = _tile(t, n_col_tiles, n_out, n_in, TILE, columns)
+    _row_sums(DT, A, alpha, beta, G, k0, k1, j0, j1)
+
+
+@njit(cache=True)
+def bias_gradient(D, alpha, beta, g):
+    """g[k] = β g[k] + α Σ_s δ[s, k]   (seed 000 eq. 12); D: (S, n_out) · g: (n_out,), summed in order of s."""
+    alpha_, beta_ = cast_like(g, alpha), cast_like(g, beta)
+    for k in range(g.shape[0]):
+        g[k] = beta_ * g[k] if beta_ != 0 else cast_like(g, 0)
+    for s in range(D.shape[0]):
+        for k in range(g.shape[0]):
+            g[k] += alpha_ * D[s, k]

@@ -15,6 +15,8 @@ import math
 
 from numba import njit, prange
 
+from .common import PARALLEL_WORK, cast_like
+
 from .activations import sigmoid
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
@@ -24,75 +26,86 @@ OUTPUTS = {"softmax": SOFTMAX_CE, "sigmoid": SIGMOID_BCE, "identity": IDENTITY_S
 
 
 @njit(inline="always", cache=True)
-def _log_sum_exp(Z, s):
-    """lse(z_s) = m + log Σ_c e^{z_sc - m}, m = max_c z_sc."""
+def _max_and_total(Z, s):
+    """(m, Σ_c e^{z_sc - m}) with m = max_c z_sc, so lse(z_s) = m + log(total) and no exp overflows.
+
+    Softmax is then e^{z - m} / total: dividing by the total, rather than taking e^{z - lse}, keeps
+    the row summing to 1 to within rounding of the division even for float32 logits near 1000.
+    """
     m = Z[s, 0]
     for c in range(1, Z.shape[1]):
         m = max(m, Z[s, c])
-    total = Z[s, 0] * 0
+    total = cast_like(Z, 0)
     for c in range(Z.shape[1]):
         total += math.exp(Z[s, c] - m)
-    return m + math.log(total)
+    return m, total
 
 
 @njit(inline="always", cache=True)
-def _softmax_ce_row(Z, T, s, A_out, D, DT):
-    lse = _log_sum_exp(Z, s)
-    loss = Z[s, 0] * 0
+def _softmax_ce_row(Z, T, s, A_out, D):
+    m, total = _max_and_total(Z, s)
+    log_total = math.log(total)
+    loss = cast_like(Z, 0)
     for k in range(Z.shape[1]):
         t = T[s, k]
         z = Z[s, k]
-        a = math.exp(z - lse)
-        loss += t * (lse - z)
+        a = math.exp(z - m) / total
+        loss += t * ((m - z) + log_total)  # t (lse - z), with the large terms cancelled first
         A_out[s, k] = a
         D[s, k] = a - t
-        DT[k, s] = a - t
     return loss
 
 
 @njit(inline="always", cache=True)
-def _sigmoid_bce_row(Z, T, s, A_out, D, DT):
-    loss = Z[s, 0] * 0
+def _sigmoid_bce_row(Z, T, s, A_out, D):
+    loss = cast_like(Z, 0)
     for k in range(Z.shape[1]):
         t = T[s, k]
         z = Z[s, k]
         a = sigmoid(z)
-        loss += max(z, z * 0) - t * z + math.log1p(math.exp(-abs(z)))
+        loss += max(z, cast_like(z, 0)) - t * z + math.log1p(math.exp(-abs(z)))
         A_out[s, k] = a
         D[s, k] = a - t
-        DT[k, s] = a - t
     return loss
 
 
 @njit(inline="always", cache=True)
-def _identity_se_row(Z, T, s, A_out, D, DT):
-    loss = Z[s, 0] * 0
+def _identity_se_row(Z, T, s, A_out, D):
+    loss = cast_like(Z, 0)
     for k in range(Z.shape[1]):
         d = Z[s, k] - T[s, k]
         loss += d * d / 2
         A_out[s, k] = Z[s, k]
         D[s, k] = d
-        DT[k, s] = d
     return loss
 
 
+@njit(inline="always", cache=True)
+def _loss_row(Z, T, code, s, A_out, D):
+    """E_s, with a^L[s, :] and δ^L[s, :] written, for the output/loss pair `code`."""
+    if code == SOFTMAX_CE:
+        return _softmax_ce_row(Z, T, s, A_out, D)
+    if code == SIGMOID_BCE:
+        return _sigmoid_bce_row(Z, T, s, A_out, D)
+    return _identity_se_row(Z, T, s, A_out, D)
+
+
 @njit(parallel=True, cache=True)
-def output_loss(Z, T, code, A_out, D, DT, losses):
+def output_loss(Z, T, code, A_out, D, losses):
     """E = (1/S) Σ_s E_s and δ^L[s, k] = a^L[s, k] - t[s, k]   (NOTATION.md, table above)
 
     Z: (S, n_L) logits z^L · T: (S, n_L) targets · code: SOFTMAX_CE, SIGMOID_BCE or IDENTITY_SE
-    A_out: (S, n_L) a^L, written (may be Z itself) · D: (S, n_L) δ^L and DT: (n_L, S), written
+    A_out: (S, n_L) a^L, written (may be Z itself) · D: (S, n_L) δ^L, written
     losses: (S,) E_s, written. Returns the batch-mean loss E, summed in order of s in float64.
-    Parallel over samples s.
+    Parallel over samples s when there are enough of them (PARALLEL_WORK).
     """
     S = Z.shape[0]
-    for s in prange(S):
-        if code == SOFTMAX_CE:
-            losses[s] = _softmax_ce_row(Z, T, s, A_out, D, DT)
-        elif code == SIGMOID_BCE:
-            losses[s] = _sigmoid_bce_row(Z, T, s, A_out, D, DT)
-        else:
-            losses[s] = _identity_se_row(Z, T, s, A_out, D, DT)
+    if Z.size < PARALLEL_WORK:
+        for s in range(S):
+            losses[s] = _loss_row(Z, T, code, s, A_out, D)
+    else:
+        for s in prange(S):
+            losses[s] = _loss_row(Z, T, code, s, A_out, D)
     total = 0.0
     for s in range(S):
         total += losses[s]
@@ -105,17 +118,27 @@ def output_activation(Z, code, A_out):
 
     Z: (S, n_L) logits · A_out: (S, n_L), written (may be Z itself). Parallel over samples s.
     """
-    for s in prange(Z.shape[0]):
-        if code == SOFTMAX_CE:
-            lse = _log_sum_exp(Z, s)
-            for k in range(Z.shape[1]):
-                A_out[s, k] = math.exp(Z[s, k] - lse)
-        elif code == SIGMOID_BCE:
-            for k in range(Z.shape[1]):
-                A_out[s, k] = sigmoid(Z[s, k])
-        else:
-            for k in range(Z.shape[1]):
-                A_out[s, k] = Z[s, k]
+    if Z.size < PARALLEL_WORK:
+        for s in range(Z.shape[0]):
+            _output_row(Z, code, s, A_out)
+    else:
+        for s in prange(Z.shape[0]):
+            _output_row(Z, code, s, A_out)
+
+
+@njit(inline="always", cache=True)
+def _output_row(Z, code, s, A_out):
+    """a^L[s, :] = output(z^L[s, :]) for the output `code`."""
+    if code == SOFTMAX_CE:
+        m, total = _max_and_total(Z, s)
+        for k in range(Z.shape[1]):
+            A_out[s, k] = math.exp(Z[s, k] - m) / total
+    elif code == SIGMOID_BCE:
+        for k in range(Z.shape[1]):
+            A_out[s, k] = sigmoid(Z[s, k])
+    else:
+        for k in range(Z.shape[1]):
+            A_out[s, k] = Z[s, k]
 
 
 @njit(inline="always", cache=True)

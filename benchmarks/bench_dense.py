@@ -1,0 +1,135 @@
+"""Micro-benchmarks of the dense-layer kernels on the reference shapes 784-256-128-10.
+
+One group per kernel, layer shape and batch size S. In each: `fastbp` (the kernel), `numpy` (the NumPy
+code that computes the same result, bias and relu included) and `matmul` (NumPy's matrix product for
+the same contraction alone, the issue's yardstick). S = 512 is the issue's reference batch; S = 1 is
+the batch-1 training step. Each benchmark also checks that fastbp and NumPy agree, so a fast wrong
+kernel cannot pass.
+
+Weight and bias gradients are timed in their training form, the fused SGD step
+`W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1).
+"""
+import numpy as np
+import pytest
+
+from fastbp import kernels as K
+from reference_job import LAYER_SHAPES, LEARNING_RATE
+
+BATCHES = (1, 512)
+#: layer l = 1..L by its (n_in, n_out)
+LAYERS = {f"{n_in}x{n_out}": (n_in, n_out) for n_in, n_out in LAYER_SHAPES}
+#: the layers whose input gradient δ^{l-1} training computes: all but the first
+BACKWARD_LAYERS = dict(list(LAYERS.items())[1:])
+IMPLS = ("fastbp", "numpy", "matmul")
+
+
+def relu_activations(rng, shape):
+    """a = relu(z) with z standard normal: about half the units are off, as in a trained network."""
+    return np.maximum(rng.standard_normal(shape, dtype=np.float32), 0)
+
+
+def normal(rng, shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def check_close(actual, expected):
+    np.testing.assert_allclose(actual, expected, rtol=2e-4, atol=2e-4)
+
+
+# ----------------------------------------------------------------------------- forward
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("S", BATCHES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dense_forward(measure, rng, layer, S, impl):
+    """a^l = relu(a^{l-1} W^T + b)."""
+    n_in, n_out = LAYERS[layer]
+    A, W, b = relu_activations(rng, (S, n_in)), normal(rng, (n_out, n_in), 0.05), normal(rng, n_out)
+    A_out = np.empty((S, n_out), np.float32)
+
+    def numpy_forward():
+        np.matmul(A, W.T, out=A_out)
+        np.add(A_out, b, out=A_out)
+        np.maximum(A_out, 0, out=A_out)
+
+    functions = {
+        "fastbp": lambda: K.dense_forward(A, W, b, K.RELU, A_out),
+        "numpy": numpy_forward,
+        "matmul": lambda: np.matmul(A, W.T, out=A_out),
+    }
+    measure(f"dense_forward {layer} S={S}", impl, 2 * S * n_in * n_out, functions[impl])
+    if impl != "matmul":
+        check_close(A_out, np.maximum(A @ W.T + b, 0))
+
+
+# ----------------------------------------------------------------------------- backward
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("S", BATCHES)
+@pytest.mark.parametrize("layer", BACKWARD_LAYERS)
+def test_dense_backward(measure, rng, layer, S, impl):
+    """δ^{l-1} = (δ^l W) ∘ relu'(a^{l-1})."""
+    n_in, n_out = LAYERS[layer]
+    D, W, A = normal(rng, (S, n_out)), normal(rng, (n_out, n_in), 0.05), relu_activations(rng, (S, n_in))
+    D_out = np.empty((S, n_in), np.float32)
+
+    def numpy_backward():
+        np.matmul(D, W, out=D_out)
+        np.multiply(D_out, A > 0, out=D_out)
+
+    functions = {
+        "fastbp": lambda: K.dense_backward(D, W, A, K.RELU, D_out),
+        "numpy": numpy_backward,
+        "matmul": lambda: np.matmul(D, W, out=D_out),
+    }
+    measure(f"dense_backward {layer} S={S}", impl, 2 * S * n_in * n_out, functions[impl])
+    if impl != "matmul":
+        check_close(D_out, (D @ W) * (A > 0))
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("S", BATCHES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dense_weight_gradient(measure, rng, layer, S, impl):
+    """W ← W + α δ^T a^{l-1} with α = −ε/S: the fused SGD step."""
+    n_in, n_out = LAYERS[layer]
+    D, A, W = normal(rng, (S, n_out)), relu_activations(rng, (S, n_in)), normal(rng, (n_out, n_in), 0.05)
+    alpha = -LEARNING_RATE / S
+    product = np.empty((n_out, n_in), np.float32)
+
+    def numpy_step(G):
+        np.matmul(D.T, A, out=product)
+        np.multiply(product, np.float32(alpha), out=product)
+        np.add(G, product, out=G)
+
+    steps = {
+        "fastbp": lambda G: K.dense_weight_gradient(D, A, alpha, 1.0, G),
+        "numpy": numpy_step,
+        "matmul": lambda G: np.matmul(D.T, A, out=G),
+    }
+    if impl != "matmul":  # one step on a copy equals W + α δ^T a
+        G = W.copy()
+        steps[impl](G)
+        check_close(G, W + alpha * (D.T @ A))
+    measure(f"dense_weight_gradient {layer} S={S}", impl, 2 * S * n_in * n_out, steps[impl], W)
+
+
+@pytest.mark.parametrize("impl", ("fastbp", "numpy"))
+@pytest.mark.parametrize("S", BATCHES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_bias_gradient(measure, rng, layer, S, impl):
+    """b ← b + α Σ_s δ[s, :] with α = −ε/S; S·n_out additions counted as FLOP."""
+    n_out = LAYERS[layer][1]
+    D, b = normal(rng, (S, n_out)), normal(rng, n_out)
+    alpha = -LEARNING_RATE / S
+    column_sums = np.empty(n_out, np.float32)
+
+    def numpy_step(g):
+        np.sum(D, axis=0, out=column_sums)
+        np.multiply(column_sums, np.float32(alpha), out=column_sums)
+        np.add(g, column_sums, out=g)
+
+    steps = {"fastbp": lambda g: K.bias_gradient(D, alpha, 1.0, g), "numpy": numpy_step}
+    g = b.copy()
+    steps[impl](g)
+    check_close(g, b + alpha * D.sum(axis=0))
+    measure(f"bias_gradient {layer} S={S}", impl, S * n_out, steps[impl], b)

@@ -1,0 +1,53 @@
+"""End-to-end training benchmarks: one epoch of `MLP.fit` on the reference network, against the same
+epoch written in plain NumPy, at several batch sizes.
+
+4,096 random samples (the peers script runs the full 60,000-sample job), no shuffling, SGD lr 0.01.
+GFLOP/s count the whole step as the issue does (`reference_job.training_flops_per_sample`).
+"""
+import numpy as np
+import pytest
+
+import fastbp
+from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, N_CLASSES, initial_parameters, numpy_sgd_step,
+                           reference_data, training_flops_per_sample)
+
+N_SAMPLES = 4096
+BATCHES = (1, 16, 64, 512)
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    return reference_data(N_SAMPLES)
+
+
+def fastbp_epoch(data, batch):
+    X, y = data
+    model = fastbp.MLP(list(LAYER_SIZES), activation="relu", output="softmax", dtype=DTYPE, seed=0)
+    optimizer = fastbp.SGD(lr=LEARNING_RATE)
+    return lambda: model.fit(X, y, epochs=1, batch_size=batch, optimizer=optimizer, shuffle=False, verbose=0)
+
+
+def numpy_epoch(data, batch):
+    X, y = data
+    T = np.eye(N_CLASSES, dtype=DTYPE)[y]
+    params = initial_parameters()
+
+    def epoch():
+        for start in range(0, len(X), batch):
+            numpy_sgd_step(params, X[start:start + batch], T[start:start + batch])
+        return params
+
+    return epoch
+
+
+@pytest.mark.parametrize("impl", ("fastbp", "numpy"))
+@pytest.mark.parametrize("batch", BATCHES)
+def test_train_epoch(measure, data, batch, impl):
+    epoch = {"fastbp": fastbp_epoch, "numpy": numpy_epoch}[impl](data, batch)
+    flops = training_flops_per_sample() * N_SAMPLES
+    result = measure(f"train epoch {N_SAMPLES} samples batch={batch}", impl, flops, epoch, rounds=ROUNDS)
+    if impl == "fastbp":
+        assert np.isfinite(result["loss"]).all()
+    else:
+        assert all(np.isfinite(W).all() for W, _ in result)

@@ -1,0 +1,523 @@
+"""fastbp against PyTorch, JAX and scikit-learn on the reference job, side by side in one process.
+
+The job (`reference_job.py`): MLP 784-256-128-10, relu, softmax cross-entropy, plain SGD lr 0.01,
+float32, random samples, one epoch without shuffling. Every library starts from the same initial
+weights and sees the same batches in the same order, so after the epoch all of them should reach
+the same loss; the table shows it as a check that they did the same work.
+
+    python benchmarks/peers.py --batches 1 16 64 128 512 --samples 60000 --samples-small-batch 5000 \\
+        --rounds 2 --plot benchmarks/peers.png --json peers.json
+    python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
+
+Peers that are not installed are skipped; none of them is a dependency of fastbp.
+How each library is run:
+- fastbp: `MLP.fit(X, y, epochs=1, batch_size=B, optimizer=SGD(lr=0.01), shuffle=False, verbose=0)`,
+  after a warm-up fit on a few samples (compilation, or loading the on-disk cache, is not timed).
+- PyTorch: eager, `torch.set_num_threads(--threads)`, nn.Sequential of Linear/ReLU, CrossEntropyLoss,
+  torch.optim.SGD, a Python loop over batches of tensors made before timing.
+- JAX: one jitted SGD step scanned over the epoch with `jax.lax.scan` (batches reshaped to
+  (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
+- scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False), its weights
+  set to the common initial ones through warm_start; not run at batch 1 (hours per epoch).
+Times are wall-clock seconds of one epoch, including each library's own input checks.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import timeit
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, cross_entropy, forward_flops_per_sample,  # noqa: E402
+                           initial_parameters, reference_data, training_contractions, training_flops_per_sample)
+
+LIBRARIES = ("fastbp", "torch", "jax", "sklearn")
+DISPLAY = {"fastbp": "fastbp", "torch": "PyTorch", "jax": "JAX", "sklearn": "scikit-learn"}
+MODULES = {"fastbp": "fastbp", "torch": "torch", "jax": "jax", "sklearn": "sklearn"}
+#: rows of the data on which every library's loss after the epoch is evaluated
+EVAL_SAMPLES = 10_000
+
+
+# ============================================================================ the libraries
+# Each `train_<library>(X, y, batch, params)` trains one epoch from the initial `params` and returns
+# (seconds, params after the epoch); each `predictor_<library>(params)` returns a function
+# X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,)) float32.
+
+def _fastbp_model(params):
+    import fastbp
+
+    model = fastbp.MLP(list(LAYER_SIZES), activation="relu", output="softmax", dtype=DTYPE, seed=0)
+    for (W, b), W_model, b_model in zip(params, model.weights, model.biases):
+        W_model[...], b_model[...] = W, b
+    return model
+
+
+def train_fastbp(X, y, batch, params):
+    import fastbp
+
+    def fit(model, X, y):
+        model.fit(X, y, epochs=1, batch_size=batch, optimizer=fastbp.SGD(lr=LEARNING_RATE), shuffle=False,
+                  verbose=0)
+
+    warm_up = min(len(X), max(2 * batch, 64))
+    fit(_fastbp_model(params), X[:warm_up], y[:warm_up])
+    model = _fastbp_model(params)
+    start = time.perf_counter()
+    fit(model, X, y)
+    seconds = time.perf_counter() - start
+    return seconds, [(W.copy(), b.copy()) for W, b in zip(model.weights, model.biases)]
+
+
+def predictor_fastbp(params):
+    return _fastbp_model(params).predict_proba
+
+
+def _torch_model(params):
+    import torch
+
+    layers = []
+    for l, (W, b) in enumerate(params, start=1):
+        linear = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers.append(linear)
+        if l < len(params):
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def _torch_epoch(model, batches, lr):
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_function = torch.nn.CrossEntropyLoss()
+    for x, labels in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss_function(model(x), labels).backward()
+        optimizer.step()
+
+
+def train_torch(X, y, batch, params):
+    import torch
+
+    batches = list(zip(torch.from_numpy(X).split(batch), torch.from_numpy(y).split(batch)))
+    _torch_epoch(_torch_model(params), batches[:3], LEARNING_RATE)  # warm-up: allocator, kernels' first use
+    model = _torch_model(params)
+    start = time.perf_counter()
+    _torch_epoch(model, batches, LEARNING_RATE)
+    seconds = time.perf_counter() - start
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    return seconds, [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears]
+
+
+def predictor_torch(params):
+    import torch
+
+    model = _torch_model(params)
+
+    def predict_proba(X):
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(X)), dim=1).numpy()
+
+    return predict_proba
+
+
+def _jax_functions():
+    """(logits(params, x), sgd_step(params, (x, labels)) -> (params, None)) in JAX."""
+    import jax
+    import jax.numpy as jnp
+
+    def logits(params, x):
+        a = x
+        for W, b in params[:-1]:
+            a = jax.nn.relu(a @ W.T + b)
+        W, b = params[-1]
+        return a @ W.T + b
+
+    def loss(params, x, labels):
+        log_probs = jax.nn.log_softmax(logits(params, x))
+        return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
+
+    def sgd_step(params, batch):
+        grads = jax.grad(loss)(params, *batch)
+        return jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, params, grads), None
+
+    return logits, sgd_step
+
+
+def train_jax(X, y, batch, params):
+    import jax
+    import jax.numpy as jnp
+
+    _, sgd_step = _jax_functions()
+    n_batches, rest = divmod(len(X), batch)
+    full = n_batches * batch
+    Xb = jnp.asarray(X[:full].reshape(n_batches, batch, X.shape[1]))
+    Yb = jnp.asarray(y[:full].reshape(n_batches, batch).astype(np.int32))
+    X_rest, y_rest = jnp.asarray(X[full:]), jnp.asarray(y[full:].astype(np.int32))
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    # compiled ahead of time: compilation is not timed
+    epoch = jax.jit(lambda p, Xb, Yb: jax.lax.scan(sgd_step, p, (Xb, Yb))[0]).lower(params, Xb, Yb).compile()
+    last = jax.jit(lambda p, x, labels: sgd_step(p, (x, labels))[0])
+    last = last.lower(params, X_rest, y_rest).compile() if rest else None
+    start = time.perf_counter()
+    params = epoch(params, Xb, Yb)
+    if last is not None:
+        params = last(params, X_rest, y_rest)
+    jax.block_until_ready(params)
+    seconds = time.perf_counter() - start
+    return seconds, [(np.asarray(W), np.asarray(b)) for W, b in params]
+
+
+def predictor_jax(params):
+    import jax
+    import jax.numpy as jnp
+
+    logits, _ = _jax_functions()
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    predict = jax.jit(lambda p, x: jax.nn.softmax(logits(p, x)))
+
+    def predict_proba(X):
+        return np.asarray(predict(params, jnp.asarray(X)).block_until_ready())
+
+    return predict_proba
+
+
+def _sklearn_model(params, batch, X):
+    """An MLPClassifier fitted once on a few samples (so that it knows the classes), then given `params`."""
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation="relu", solver="sgd",
+                          learning_rate="constant", learning_rate_init=LEARNING_RATE, momentum=0.0,
+                          nesterovs_momentum=False, alpha=0.0, batch_size=batch, max_iter=1, shuffle=False,
+                          early_stopping=False, tol=0.0, n_iter_no_change=10**9, random_state=0,
+                          warm_start=True)
+    n_classes = LAYER_SIZES[-1]
+    few = max(batch, 2 * n_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X[:few], np.arange(few) % n_classes)  # every class present
+    model.coefs_ = [W.T.copy() for W, _ in params]  # scikit-learn stores W^T: (n_in, n_out)
+    model.intercepts_ = [b.copy() for _, b in params]
+    return model
+
+
+def train_sklearn(X, y, batch, params):
+    model = _sklearn_model(params, batch, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning after max_iter=1
+        start = time.perf_counter()
+        model.fit(X, y)
+        seconds = time.perf_counter() - start
+    return seconds, [(W.T.copy(), b.copy()) for W, b in zip(model.coefs_, model.intercepts_)]
+
+
+def predictor_sklearn(params):
+    X, _ = reference_data(2 * LAYER_SIZES[-1], seed=2)
+    return _sklearn_model(params, 1, X).predict_proba
+
+
+TRAIN = {"fastbp": train_fastbp, "torch": train_torch, "jax": train_jax, "sklearn": train_sklearn}
+PREDICTOR = {"fastbp": predictor_fastbp, "torch": predictor_torch, "jax": predictor_jax,
+             "sklearn": predictor_sklearn}
+
+
+# ============================================================================ measurements
+def best_time(function, min_seconds: float = 0.05, repeats: int = 5) -> float:
+    """Seconds per call of `function()`: the best of `repeats` timings of loops lasting ≥ min_seconds."""
+    timer = timeit.Timer(function)
+    number, elapsed = timer.autorange()
+    number = max(1, int(number * min_seconds / max(elapsed, 1e-9)))
+    return min(timer.repeat(repeat=repeats, number=number)) / number
+
+
+def numpy_matmul_gflops(batch: int) -> float:
+    """GFLOP/s of NumPy's matmul over the contractions of one training step at `batch` (same layouts)."""
+    rng = np.random.default_rng(0)
+    total_seconds, total_flops = 0.0, 0
+    for name, M, N, P in training_contractions(batch):
+        if name.startswith("forward"):  # a (S, n_in) @ W^T, W (n_out, n_in)
+            left, right = rng.random((M, P), DTYPE), rng.random((N, P), DTYPE).T
+        elif name.startswith("backward"):  # δ (S, n_out) @ W (n_out, n_in)
+            left, right = rng.random((M, P), DTYPE), rng.random((P, N), DTYPE)
+        else:  # δ^T (n_out, S) @ a (S, n_in)
+            left, right = rng.random((P, M), DTYPE).T, rng.random((P, N), DTYPE)
+        out = np.empty((M, N), DTYPE)
+        total_seconds += best_time(lambda: np.matmul(left, right, out=out))
+        total_flops += 2 * M * N * P
+    return total_flops / total_seconds / 1e9
+
+
+def run_training(libraries, batches, X, y, samples_small_batch, rounds, log):
+    """Every library's epoch and NumPy's matmul GFLOP/s, batch by batch, so that each row of the table
+    is measured side by side. Within a batch the libraries take turns for `rounds` rounds, each epoch
+    from the same initial weights, and each keeps its fastest epoch: on a shared machine a burst of
+    load then hits one library's round, not its only measurement.
+
+    Returns (rows, {batch: numpy matmul GFLOP/s}).
+    """
+    params = initial_parameters()
+    X_eval, y_eval = X[:EVAL_SAMPLES], y[:EVAL_SAMPLES]
+    rows, numpy_gflops = [], {}
+    for batch in batches:
+        n = min(samples_small_batch, len(X)) if batch == 1 and samples_small_batch else len(X)
+        runners = [lib for lib in libraries if not (lib == "sklearn" and batch == 1)]
+        best = {}
+        for _ in range(rounds):
+            for library in runners:
+                seconds, after = TRAIN[library](X[:n], y[:n], batch, params)
+                log(f"{DISPLAY[library]:>12}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
+                if library not in best or seconds < best[library][0]:
+                    best[library] = seconds, after
+        numpy_gflops[batch] = numpy_matmul_gflops(batch)
+        for library in runners:
+            seconds, after = best[library]
+            rows.append(dict(library=library, batch=batch, samples_timed=n, seconds=seconds,
+                             seconds_per_epoch=seconds * len(X) / n,
+                             gflops=training_flops_per_sample() * n / seconds / 1e9,
+                             loss_after=cross_entropy(after, X_eval, y_eval)))
+    return rows, numpy_gflops
+
+
+def run_inference(libraries, n_samples, repeats, log):
+    """Best-of-`repeats` seconds of predict_proba on n_samples rows, and agreement with fastbp."""
+    params = initial_parameters()
+    X, _ = reference_data(n_samples, seed=1)
+    reference = predictor_fastbp(params)(X)
+    rows = []
+    for library in libraries:
+        predict = PREDICTOR[library](params)
+        predict(X)  # warm-up: compile, first use
+        seconds = min(timeit.repeat(lambda: predict(X), number=1, repeat=repeats))
+        row = dict(library=library, samples=n_samples, seconds=seconds,
+                   gflops=forward_flops_per_sample() * n_samples / seconds / 1e9,
+                   max_abs_diff=float(np.abs(np.asarray(predict(X), np.float64) - reference).max()))
+        log(f"{DISPLAY[library]:>12}  predict_proba {n_samples} samples  {seconds * 1e3:8.2f} ms")
+        rows.append(row)
+    return rows
+
+
+# ============================================================================ report
+def training_table(rows, libraries, numpy_gflops, samples) -> str:
+    peers = [lib for lib in libraries if lib != "fastbp"]
+    header = ["batch", "fastbp s"]
+    for lib in peers:
+        header += [f"{DISPLAY[lib]} s", f"fastbp/{DISPLAY[lib]}"]
+    header += ["fastbp GFLOP/s", "numpy matmul GFLOP/s", "fastbp/numpy GFLOP/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    by_key = {(r["library"], r["batch"]): r for r in rows}
+    for batch in sorted({r["batch"] for r in rows}):
+        ours = by_key.get(("fastbp", batch))
+        scaled = any(r["batch"] == batch and r["samples_timed"] != samples for r in rows)
+        cells = [f"{batch}{' *' if scaled else ''}", _seconds(ours)]
+        for lib in peers:
+            theirs = by_key.get((lib, batch))
+            cells += [_seconds(theirs), _ratio(ours, theirs)]
+        gflops = ours["gflops"] if ours else None
+        cells += [_number(gflops), _number(numpy_gflops[batch]),
+                  _number(gflops / numpy_gflops[batch] if gflops else None, 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def loss_table(rows, libraries) -> str:
+    header = ["batch"] + [DISPLAY[lib] for lib in libraries]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    by_key = {(r["library"], r["batch"]): r for r in rows}
+    for batch in sorted({r["batch"] for r in rows}):
+        cells = [str(batch)] + [f"{by_key[(lib, batch)]['loss_after']:.4f}" if (lib, batch) in by_key else "–"
+                                for lib in libraries]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def inference_table(rows) -> str:
+    ours = next((r for r in rows if r["library"] == "fastbp"), None)
+    lines = ["| library | ms | fastbp/library | GFLOP/s | max abs difference from fastbp |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {DISPLAY[r['library']]} | {r['seconds'] * 1e3:.2f} | {_ratio(ours, r)} | "
+                     f"{r['gflops']:.1f} | {r['max_abs_diff']:.1e} |")
+    return "\n".join(lines)
+
+
+def _seconds(row) -> str:
+    return "–" if row is None else f"{row['seconds_per_epoch']:.3g}"
+
+
+def _ratio(ours, theirs) -> str:
+    return "–" if ours is None or theirs is None else f"{ours['seconds'] / theirs['seconds']:.2f}"
+
+
+def _number(x, digits=1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def plot(rows, libraries, path, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=90)
+    for lib in libraries:
+        points = sorted((r["batch"], r["seconds_per_epoch"]) for r in rows if r["library"] == lib)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=DISPLAY[lib])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    batches = sorted({r["batch"] for r in rows})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("seconds per epoch (lower is better)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_title(args, info) -> str:
+    sizes = "-".join(map(str, LAYER_SIZES))
+    small = (f"batch 1 timed on {args.samples_small_batch:,} samples and scaled · "
+             if args.samples_small_batch and 1 in args.batches else "")
+    return (f"MLP {sizes}, one epoch of {args.samples:,} samples, float32, best of {args.rounds}\n"
+            f"{small}{info['cpu']}, {info['cores']} cores, {info['date']}")
+
+
+def environment(threads: int) -> dict:
+    """Where and with what the numbers were measured."""
+    info = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                cpu=_cpu_model(), cores=os.cpu_count(), python=platform.python_version(), threads=threads,
+                env={k: v for k, v in os.environ.items()
+                     if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "NUMBA_", "XLA_"))})
+    for library, module in MODULES.items():
+        if importlib.util.find_spec(module):
+            info[library] = __import__(module).__version__
+    info["numpy"] = np.__version__
+    import numba
+
+    info["numba"] = numba.__version__
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [f"{p['internal_api']} {p['version']} {p.get('architecture')} {p['num_threads']} threads"
+                        for p in threadpool_info() if p["user_api"] == "blas"]
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ============================================================================ command line
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 128, 512])
+    parser.add_argument("--samples", type=int, default=60_000, help="samples per epoch (default 60000)")
+    parser.add_argument("--samples-small-batch", type=int, default=0, metavar="N",
+                        help="at batch 1, time only the first N samples and scale the time to --samples "
+                             "(marked * in the table); 0 = time them all")
+    parser.add_argument("--inference-samples", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="epochs timed per (library, batch), the libraries taking turns; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="inference timings; the best is kept")
+    parser.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES),
+                        help="the ones not installed are skipped")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot of seconds per epoch vs batch size")
+    parser.add_argument("--json", type=Path, help="write every measurement as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke check: 4096 samples (512 at batch 1), 2000 for inference, 2 repeats")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.samples_small_batch, args.inference_samples, args.repeats = 4096, 512, 2000, 2
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    libraries = [lib for lib in args.libraries if importlib.util.find_spec(MODULES[lib])]
+    if "fastbp" not in libraries:
+        raise SystemExit("fastbp is not importable: pip install -e . from the repository root")
+    skipped = sorted(set(args.libraries) - set(libraries))
+    if skipped:
+        log(f"not installed, skipped: {', '.join(DISPLAY[lib] for lib in skipped)}")
+    if "torch" in libraries:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    X, y = reference_data(args.samples)
+    load_before = os.getloadavg()[0]
+    training, numpy_gflops = run_training(libraries, args.batches, X, y, args.samples_small_batch, args.rounds,
+                                          log)
+    inference = run_inference(libraries, args.inference_samples, args.repeats, log)
+    info = environment(args.threads)
+    info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    report = _report(args, libraries, training, numpy_gflops, inference, info)
+    print(report)
+    results = dict(environment=info, arguments={k: str(v) for k, v in vars(args).items()}, training=training,
+                   numpy_matmul_gflops=numpy_gflops, inference=inference)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot(training, libraries, args.plot, plot_title(args, info))
+        log(f"plot written to {args.plot}")
+    return results
+
+
+def _report(args, libraries, training, numpy_gflops, inference, info) -> str:
+    sizes = "-".join(map(str, LAYER_SIZES))
+    small = (f" * batch 1: {args.samples_small_batch:,} samples timed, scaled to {args.samples:,}."
+             if args.samples_small_batch and 1 in args.batches else "")
+    return "\n".join([
+        f"## Training: seconds per epoch, MLP {sizes}, {args.samples:,} samples, SGD lr {LEARNING_RATE}, float32",
+        "",
+        training_table(training, libraries, numpy_gflops, args.samples),
+        "",
+        f"fastbp/peer < 1: fastbp is faster.{small} GFLOP/s count the whole step "
+        f"({training_flops_per_sample():,} FLOP per sample); numpy matmul GFLOP/s: NumPy's matmul on the same "
+        "step's contractions at that batch size, measured in this run.",
+        "",
+        f"Best of {args.rounds} epoch(s) per cell. Loss on the first {EVAL_SAMPLES:,} samples after the epoch "
+        "(the same job gives the same loss):",
+        "",
+        loss_table(training, libraries),
+        "",
+        f"## Inference: predict_proba on {args.inference_samples:,} samples (best of {args.repeats})",
+        "",
+        inference_table(inference),
+        "",
+        f"{info['date']} · {info['cpu']} · {info['cores']} cores · load average {info['load_average'][0]} before, "
+        f"{info['load_average'][1]} after · torch threads {args.threads} · "
+        f"BLAS {', '.join(info.get('blas', []))} · env {info['env'] or '{}'}",
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Which Numba threading layer runs fastbp's parallel kernels, chosen once, when fastbp is imported.
+
+Numba runs every ``prange`` loop on one of three threading layers, and they differ in what they
+survive (Numba docs, "The Threading Layers"):
+
+=============  ====================================================  ==========================
+layer          two Python threads running parallel kernels at once   ``fork()`` after parallel work
+=============  ====================================================  ==========================
+``tbb``        safe                                                  safe
+``omp``        safe                                                  unsafe with GNU OpenMP (Linux)
+``workqueue``  aborts the whole process                              safe
+=============  ====================================================  ==========================
+
+A model must be trainable from any Python thread (a web server, a GUI, ``concurrent.futures``),
+so unless the user has chosen a layer — ``NUMBA_THREADING_LAYER`` in the environment, or
+``numba.config.THREADING_LAYER`` set before importing fastbp — fastbp asks Numba for its
+``"threadsafe"`` layer: ``tbb`` when the ``tbb`` package (≥ 2021.6) is installed (fastbp loads the
+library pip puts in ``<env>/lib``, which Numba alone does not find in a venv), else ``omp``.
+It does so only when one of them actually loads; otherwise it leaves Numba's default, which
+falls back to ``workqueue``, and `parallel_section` then runs fastbp's compiled calls one
+thread at a time instead of letting the process abort. (Numba's default order, tbb → omp →
+workqueue, picks the same layer whenever tbb or omp loads; asking for "threadsafe" keeps that
+true when ``NUMBA_THREADING_LAYER_PRIORITY`` puts workqueue first, and states the intent.)
+
+The choice only changes *which* threads run each loop, never the order of any sum, so results
+are bit-identical whatever the layer (fastbp's determinism rule, README).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import os
+import sys
+import threading
+from typing import Iterator
+
+import numba
+from numba.np.ufunc import parallel as _parallel
+
+#: layers that let several Python threads run parallel kernels at once, in Numba's order of preference
+THREAD_SAFE_LAYERS = ("tbb", "omp")
+#: Numba's settings that can only resolve to a thread-safe layer
+_THREAD_SAFE_SETTINGS = {"tbb", "omp", "threadsafe", "safe"}
+
+#: layer -> the extension module of numba.np.ufunc that implements it
+_LAYER_MODULES = {"tbb": "tbbpool", "omp": "omppool", "workqueue": "workqueue"}
+#: the TBB runtime numba loads, by platform; `pip install tbb` puts it in <environment>/lib
+_TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
+
+_serial_lock = threading.RLock()
+
+
+def preload_pip_tbb() -> bool:
+    """Load the TBB runtime that ``pip install tbb`` put in ``<sys.prefix>/lib``; True if it loaded.
+
+    In a virtual environment that directory is not on the dynamic loader's path, so Numba's own
+    ``dlopen("libtbb.so.12")`` fails and it silently uses omp. A library loaded by full path first
+    is found by its name afterwards.
+    """
+    name = _TBB_LIBRARY.get(sys.platform)
+    path = os.path.join(sys.prefix, "lib", name) if name else ""
+    if not os.path.exists(path):
+        return False
+    try:
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return False
+    return True
+
+
+def layer_loads(layer: str) -> bool:
+    """Whether Numba's threading layer `layer` ("tbb", "omp" or "workqueue") can load here."""
+    try:
+        if layer == "tbb":
+            _parallel._check_tbb_version_compatible()  # numba rejects TBB older than 2021.6
+        importlib.import_module("numba.np.ufunc." + _LAYER_MODULES[layer])
+    except Exception:  # ImportError, OSError from a missing library, AttributeError on another numba
+        return False
+    return True
+
+
+def choose_threading_layer() -> str:
+    """Ask Numba for a thread-safe layer unless the user chose one; return Numba's setting.
+
+    Leaves everything as it is when the user set ``NUMBA_THREADING_LAYER`` or
+    ``numba.config.THREADING_LAYER``, when Numba's threads are already running (the layer is then
+    fixed), or when neither tbb nor omp loads.
+
+    Returns
+    -------
+    str
+        ``numba.config.THREADING_LAYER`` afterwards: ``"threadsafe"`` when fastbp chose it.
+    """
+    user_chose = "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default"
+    if user_chose or _parallel._is_initialized:
+        return numba.config.THREADING_LAYER
+    preload_pip_tbb()
+    if any(layer_loads(layer) for layer in THREAD_SAFE_LAYERS):
+        numba.config.THREADING_LAYER = "threadsafe"
+    return numba.config.THREADING_LAYER
+
+
+def active_layer() -> str | None:
+    """The layer Numba runs parallel loops on ("tbb", "omp", "workqueue"), or None before the first one ran."""
+    return numba.threading_layer() if _parallel._is_initialized else None
+
+
+def is_thread_safe() -> bool:
+    """Whether two Python threads may run fastbp's parallel kernels at the same time."""
+    layer = active_layer()
+    if layer is not None:
+        return layer in THREAD_SAFE_LAYERS
+    return str(numba.config.THREADING_LAYER).lower() in _THREAD_SAFE_SETTINGS
+
+
+@contextlib.contextmanager
+def parallel_section() -> Iterator[None]:
+    """Run the enclosed compiled calls alone when the layer is not thread-safe (workqueue), else freely.
+
+    Wrap each call into compiled code that may run a ``prange`` loop (a training epoch, a
+    prediction); on tbb and omp this costs one boolean test.
+    """
+    if is_thread_safe():
+        yield
+        return
+    with _serial_lock:
+        yield
+
+
+choose_threading_layer()

@@ -1,0 +1,31 @@
+"""The benchmarks still run and still check themselves: every micro-benchmark once, untimed (each one
+compares its kernel with NumPy), and the peers script's quick mode with the peers that are core
+dependencies (scikit-learn), checking that both libraries did the same job."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_micro_benchmarks_agree_with_numpy():
+    done = run("-m", "pytest", "benchmarks", "--benchmark-disable", "-q", "-k", "not (train_epoch and numpy)")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+def test_peers_quick_mode_runs_the_same_job(tmp_path):
+    out = tmp_path / "peers.json"
+    done = run("benchmarks/peers.py", "--quick", "--libraries", "fastbp", "sklearn", "--batches", "1", "64",
+               "--json", str(out), "--plot", str(tmp_path / "peers.png"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    training = json.loads(out.read_text())["training"]
+    assert {(r["library"], r["batch"]) for r in training} == {("fastbp", 1), ("fastbp", 64), ("sklearn", 64)}
+    losses = {r["library"]: r["loss_after"] for r in training if r["batch"] == 64}
+    assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # same weights, batches and lr: same loss
+    assert (tmp_path / "peers.png").stat().st_size > 0
