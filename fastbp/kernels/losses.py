@@ -15,9 +15,8 @@ import math
 
 from numba import njit, prange
 
-from .common import PARALLEL_WORK, cast_like
-
 from .activations import sigmoid
+from .common import PARALLEL_WORK, cast_like
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
 
@@ -116,7 +115,8 @@ def output_loss(Z, T, code, A_out, D, losses):
 def output_activation(Z, code, A_out):
     """a^L = output(z^L) without a loss: softmax, sigmoid or identity by `code`.
 
-    Z: (S, n_L) logits · A_out: (S, n_L), written (may be Z itself). Parallel over samples s.
+    Z: (S, n_L) logits · A_out: (S, n_L), written (may be Z itself). Parallel over samples s when
+    there are enough of them (PARALLEL_WORK).
     """
     if Z.size < PARALLEL_WORK:
         for s in range(Z.shape[0]):
