@@ -100,11 +100,10 @@ class MLP:
         """
         X, T = self._check_data(X, y)
         S = X.shape[0]
-        work = self._workspace(S)
-        K.gather_batch(X, T, np.arange(S), work, K.workspace_offsets(self._sizes, S), self._sizes)
         grads = np.empty_like(self._params)
         with parallel_section():
-            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, work, S, 1.0 / S, 0.0, grads)
+            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, X, T, self._workspace(S), S,
+                                         1.0 / S, 0.0, grads)
         dW, db = self._views(grads)
         return float(loss), dW, db
 

@@ -139,7 +139,9 @@ def _as_real_array(a, name: str) -> np.ndarray:
 
 
 def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
-    """arr converted to a C-contiguous `dtype` array, checked finite in one pass after the cast.
+    """arr converted to a C-contiguous, writeable `dtype` array, checked finite in one pass after the cast.
+
+    A read-only array is copied, so that the kernels see one array type and compile one variant.
 
     A cast keeps NaN and inf, and turns a value too large for `dtype` into inf, so checking the
     converted array alone finds both; the source value then tells which message applies.
@@ -152,7 +154,7 @@ def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
             _check_finite(arr, name)
         raise ValueError(f"{name}{list(where)} = {arr[where].item()!r} overflows {np.dtype(dtype).name} "
                          f"(largest {np.finfo(dtype).max:.3g}); rescale {name} or use a float64 model")
-    return converted
+    return converted if converted.flags.writeable else converted.copy()
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

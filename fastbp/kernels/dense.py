@@ -163,14 +163,14 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
         c0 = c1 = c2 = c3 = cast_like(out, 0)
         for q in range(CHUNK):
             y = Y[p0 + q, j]
-            c0 += X[m0, p0 + q] * y
-            c1 += X[m0 + 1, p0 + q] * y
-            c2 += X[m0 + 2, p0 + q] * y
-            c3 += X[m0 + 3, p0 + q] * y
-        out[m0, j] += alpha * c0
-        out[m0 + 1, j] += alpha * c1
-        out[m0 + 2, j] += alpha * c2
-        out[m0 + 3, j] += alpha * c3
+            c0 += (alpha * X[m0, p0 + q]) * y
+            c1 += (alpha * X[m0 + 1, p0 + q]) * y
+            c2 += (alpha * X[m0 + 2, p0 + q]) * y
+            c3 += (alpha * X[m0 + 3, p0 + q]) * y
+        out[m0, j] += c0
+        out[m0 + 1, j] += c1
+        out[m0 + 2, j] += c2
+        out[m0 + 3, j] += c3
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)

@@ -75,51 +75,68 @@ def _weights(params, poff, sizes, l):
     return _mat(params, poff[l, 0], sizes[l], sizes[l - 1]), params[poff[l, 1]:poff[l, 1] + sizes[l]]
 
 
+@njit(inline="always", cache=True)
+def _is_run(index):
+    """True when index is i, i+1, i+2, ...: the batch is a block of consecutive rows."""
+    for s in range(1, index.shape[0]):
+        if index[s] != index[0] + s:
+            return False
+    return True
+
+
 @njit(cache=True)
-def gather_batch(X, T, index, work, woff, sizes):
-    """a^0[s, :] = X[index[s], :] and t[s, :] = T[index[s], :]."""
+def batch_rows(X, T, index, work, woff, sizes):
+    """(a^0, t): rows X[index[s]] and T[index[s]] of the batch.
+
+    A block of consecutive rows (every batch of an epoch in order) is returned as views of X and T,
+    read in place; otherwise the rows are gathered into the workspace's a^0 and t.
+    """
     S = index.shape[0]
+    if _is_run(index):
+        return X[index[0]:index[0] + S], T[index[0]:index[0] + S]
     L = sizes.shape[0] - 1
     A0 = _mat(work, woff[0, A_], S, sizes[0])
     Tb = _mat(work, woff[L + 1, 0], S, sizes[L])
     for s in range(S):
         A0[s, :] = X[index[s], :]
         Tb[s, :] = T[index[s], :]
+    return A0, Tb
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, work, S):
-    """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L on the batch in a^0; leaves the logits z^L in a^L.
+def forward(sizes, codes, params, A0, work, S):
+    """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0; leaves the logits z^L in a^L.
 
     Returns the workspace offsets for batch size S.
     """
     L = sizes.shape[0] - 1
     poff = param_offsets(sizes)
     woff = workspace_offsets(sizes, S)
+    A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
-        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1])
-        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, _mat(work, woff[l, A_], S, sizes[l]))
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        A_in = A_out
     return woff
 
 
 @njit(parallel=True, cache=True)
-def output_and_loss(sizes, codes, work, woff, S):
-    """a^L, δ^L and the batch-mean loss from the logits z^L left in a^L by `forward`.
+def output_and_loss(sizes, codes, T, work, woff, S):
+    """a^L, δ^L and the batch-mean loss against targets T, from the logits z^L left in a^L by `forward`.
 
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
     A_L = _mat(work, woff[L, A_], S, sizes[L])
-    T = _mat(work, woff[L + 1, 0], S, sizes[L])
     losses = work[woff[L + 1, 1]:woff[L + 1, 1] + S]
     loss = output_loss(A_L, T, codes[L - 1], A_L, _mat(work, woff[L, D_], S, sizes[L]), losses)
     return loss, count_correct(A_L, T, codes[L - 1])
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, work, S, alpha, beta, out):
-    """One step on the batch gathered in the workspace: forward, loss, then for l = L..1
+def forward_backward(sizes, codes, params, A0, T, work, S, alpha, beta, out):
+    """One step on the batch (a^0, t) = (A0, T): forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
@@ -128,14 +145,14 @@ def forward_backward(sizes, codes, params, work, S, alpha, beta, out):
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
-    woff = forward(sizes, codes, params, work, S)
-    loss, correct = output_and_loss(sizes, codes, work, woff, S)
+    woff = forward(sizes, codes, params, A0, work, S)
+    loss, correct = output_and_loss(sizes, codes, T, work, woff, S)
     poff = param_offsets(sizes)
     for l in range(L, 0, -1):
         W, _ = _weights(params, poff, sizes, l)
         G, g = _weights(out, poff, sizes, l)
         D = _mat(work, woff[l, D_], S, sizes[l])
-        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1])
+        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
         if l > 1:
             dense_backward(D, W, A_in, codes[l - 2], _mat(work, woff[l - 1, D_], S, sizes[l - 1]))
         dense_weight_gradient(D, A_in, alpha, beta, G)
@@ -155,8 +172,8 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        gather_batch(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
-        loss, correct = forward_backward(sizes, codes, params, work, S, -lr / S, 1.0, params)
+        A0, Tb = batch_rows(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
+        loss, correct = forward_backward(sizes, codes, params, A0, Tb, work, S, -lr / S, 1.0, params)
         total_loss += loss * S
         total_correct += correct
     return total_loss, total_correct
@@ -178,8 +195,8 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        gather_batch(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
-        loss, correct = forward_backward(sizes, codes, params, work, S, 1.0 / S, 0.0, grads)
+        A0, Tb = batch_rows(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
+        loss, correct = forward_backward(sizes, codes, params, A0, Tb, work, S, 1.0 / S, 0.0, grads)
         if hyper[L2] > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
         if hyper[MAX_NORM] > 0:
@@ -198,14 +215,12 @@ def evaluate_epoch(X, T, sizes, codes, params, work, batch_size):
     X: (N, n_0) · T: (N, n_L) · work: a workspace for batch capacity batch_size. Returns (Σ_s E_s, correct).
     """
     N = X.shape[0]
-    L = sizes.shape[0] - 1
     total_loss = 0.0
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        gather_batch(X, T, np.arange(start, start + S), work, workspace_offsets(sizes, S), sizes)
-        woff = forward(sizes, codes, params, work, S)
-        loss, correct = output_and_loss(sizes, codes, work, woff, S)
+        woff = forward(sizes, codes, params, X[start:start + S], work, S)
+        loss, correct = output_and_loss(sizes, codes, T[start:start + S], work, woff, S)
         total_loss += loss * S
         total_correct += correct
     return total_loss, total_correct
@@ -221,8 +236,5 @@ def predict_outputs(X, sizes, codes, params, work, batch_size, out):
     L = sizes.shape[0] - 1
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        woff = workspace_offsets(sizes, S)
-        A0 = _mat(work, woff[0, A_], S, sizes[0])
-        A0[:, :] = X[start:start + S]
-        forward(sizes, codes, params, work, S)
+        woff = forward(sizes, codes, params, X[start:start + S], work, S)
         output_activation(_mat(work, woff[L, A_], S, sizes[L]), codes[L - 1], out[start:start + S])
