@@ -46,6 +46,9 @@ DISPLAY = {"fastbp": "fastbp", "torch": "PyTorch", "jax": "JAX", "sklearn": "sci
 MODULES = {"fastbp": "fastbp", "torch": "torch", "jax": "jax", "sklearn": "sklearn"}
 #: rows of the data on which every library's loss after the epoch is evaluated
 EVAL_SAMPLES = 10_000
+#: idle time before each timed run: the worker threads of the library (or BLAS) that ran before go
+#: to sleep, instead of spinning on the two cores while the next library is timed
+PAUSE_SECONDS = 0.5
 
 
 # ============================================================================ the libraries
@@ -276,6 +279,7 @@ def run_training(libraries, batches, X, y, samples_small_batch, rounds, log):
         best = {}
         for _ in range(rounds):
             for library in runners:
+                time.sleep(PAUSE_SECONDS)
                 seconds, after = TRAIN[library](X[:n], y[:n], batch, params)
                 log(f"{DISPLAY[library]:>12}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
                 if library not in best or seconds < best[library][0]:

@@ -7,7 +7,8 @@ from fastbp import kernels as K
 from reference import F, output_and_loss
 
 CODES = {"identity": K.IDENTITY, "relu": K.RELU, "tanh": K.TANH, "sigmoid": K.SIGMOID}
-SHAPES = [(1, 1, 1), (1, 5, 3), (3, 4, 4), (4, 4, 4), (5, 9, 7), (8, 3, 12), (9, 17, 5), (37, 33, 10)]
+# (37, 33, 10) and (15, 6, 23) leave 2 and 7 = 4 + 2 + 1 terms after the 8-term tiles of the row sums
+SHAPES = [(1, 1, 1), (1, 5, 3), (3, 4, 4), (4, 4, 4), (5, 9, 7), (8, 3, 12), (9, 17, 5), (37, 33, 10), (15, 6, 23)]
 DTYPES = [np.float64, np.float32]
 
 
@@ -129,3 +130,17 @@ def test_workspace_views_do_not_overlap():
     assert offsets[-1, 2] == starts[-1] and np.all(np.diff(starts) >= 0)
     params = K.param_offsets(sizes)
     assert params[-1, 0] == 7 * 5 + 5 + 5 * 3 + 3
+
+
+@pytest.mark.parametrize("index,in_place", [(np.arange(3, 9), True), (np.array([4]), True),
+                                            (np.array([5, 2, 7]), False), (np.array([3, 4, 6]), False)])
+def test_batch_rows_reads_a_block_in_place_and_gathers_the_rest(index, in_place):
+    rng = np.random.default_rng(0)
+    sizes = np.array([7, 5, 3], np.int64)
+    X, T = rng.normal(size=(10, 7)).astype(np.float32), rng.normal(size=(10, 3)).astype(np.float32)
+    work = np.zeros(K.workspace_offsets(sizes, 8)[-1, 2], np.float32)
+    A0, Tb = K.batch_rows(X, T, index, work, K.workspace_offsets(sizes, len(index)), sizes)
+    np.testing.assert_array_equal(A0, X[index])
+    np.testing.assert_array_equal(Tb, T[index])
+    assert np.shares_memory(A0, X) == in_place and np.shares_memory(Tb, T) == in_place
+    assert np.shares_memory(A0, work) != in_place

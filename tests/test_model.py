@@ -175,6 +175,20 @@ def test_bad_learning_rate(lr):
         fastbp.SGD(lr=lr)
 
 
+def test_read_only_inputs_are_used_without_being_changed(digits):
+    X_train, X_test, y_train, _ = digits
+    X_ro, y_ro = X_train.astype(np.float32), y_train.copy()
+    X_ro.flags.writeable = y_ro.flags.writeable = False
+    before = X_ro.copy()
+    m, ref = (fastbp.MLP([64, 8, 10], seed=0) for _ in range(2))
+    m.fit(X_ro, y_ro, epochs=1, shuffle=False, verbose=0)
+    ref.fit(X_train.astype(np.float32), y_train, epochs=1, shuffle=False, verbose=0)
+    for W, V in zip(m.weights, ref.weights):
+        np.testing.assert_array_equal(W, V)
+    np.testing.assert_array_equal(X_ro, before)
+    np.testing.assert_array_equal(m.predict_proba(X_ro), ref.predict_proba(X_train))
+
+
 def test_inputs_are_converted(digits):
     X_train, X_test, y_train, _ = digits
     m = fastbp.MLP([64, 8, 10], seed=0)

@@ -10,6 +10,8 @@ FASTMATH = {"reassoc", "contract"}
 # calling thread: starting a parallel region costs a few µs, more than splitting such work saves.
 # The choice depends on shapes only, so results stay bit-identical for any number of threads.
 PARALLEL_WORK = 1 << 16
+# The same for the output layers, counted in elements: each costs an exp, some 30 multiply-adds.
+PARALLEL_ELEMENTS = 1 << 11
 
 
 def cast_like(x, value):

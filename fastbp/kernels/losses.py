@@ -16,7 +16,7 @@ import math
 from numba import njit, prange
 
 from .activations import sigmoid
-from .common import PARALLEL_WORK, cast_like
+from .common import PARALLEL_ELEMENTS, cast_like
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
 
@@ -25,33 +25,43 @@ OUTPUTS = {"softmax": SOFTMAX_CE, "sigmoid": SIGMOID_BCE, "identity": IDENTITY_S
 
 
 @njit(inline="always", cache=True)
-def _max_and_total(Z, s):
-    """(m, Σ_c e^{z_sc - m}) with m = max_c z_sc, so lse(z_s) = m + log(total) and no exp overflows.
-
-    Softmax is then e^{z - m} / total: dividing by the total, rather than taking e^{z - lse}, keeps
-    the row summing to 1 to within rounding of the division even for float32 logits near 1000.
-    """
+def _row_max(Z, s):
+    """m = max_k z_sk."""
     m = Z[s, 0]
-    for c in range(1, Z.shape[1]):
-        m = max(m, Z[s, c])
+    for k in range(1, Z.shape[1]):
+        m = max(m, Z[s, k])
+    return m
+
+
+@njit(inline="always", cache=True)
+def _exp_shifted(Z, s, m, A_out):
+    """A_out[s, k] = e^{z_sk - m}; returns their sum. With m = max_k z_sk no exp overflows, and
+    lse(z_s) = m + log(sum).
+
+    Softmax is then A_out / sum: dividing by the sum, rather than taking e^{z - lse}, keeps the row
+    summing to 1 to within rounding of the division even for float32 logits near 1000.
+    """
     total = cast_like(Z, 0)
-    for c in range(Z.shape[1]):
-        total += math.exp(Z[s, c] - m)
-    return m, total
+    for k in range(Z.shape[1]):
+        e = math.exp(Z[s, k] - m)
+        A_out[s, k] = e
+        total += e
+    return total
 
 
 @njit(inline="always", cache=True)
 def _softmax_ce_row(Z, T, s, A_out, D):
-    m, total = _max_and_total(Z, s)
-    log_total = math.log(total)
-    loss = cast_like(Z, 0)
+    m = _row_max(Z, s)
+    loss = t_sum = cast_like(Z, 0)
+    for k in range(Z.shape[1]):  # before A_out (maybe Z itself) is written
+        loss += T[s, k] * (m - Z[s, k])
+        t_sum += T[s, k]
+    total = _exp_shifted(Z, s, m, A_out)
+    loss += t_sum * math.log(total)  # Σ_k t_k (lse - z_k), with the large terms cancelled first
     for k in range(Z.shape[1]):
-        t = T[s, k]
-        z = Z[s, k]
-        a = math.exp(z - m) / total
-        loss += t * ((m - z) + log_total)  # t (lse - z), with the large terms cancelled first
+        a = A_out[s, k] / total
         A_out[s, k] = a
-        D[s, k] = a - t
+        D[s, k] = a - T[s, k]
     return loss
 
 
@@ -96,10 +106,10 @@ def output_loss(Z, T, code, A_out, D, losses):
     Z: (S, n_L) logits z^L · T: (S, n_L) targets · code: SOFTMAX_CE, SIGMOID_BCE or IDENTITY_SE
     A_out: (S, n_L) a^L, written (may be Z itself) · D: (S, n_L) δ^L, written
     losses: (S,) E_s, written. Returns the batch-mean loss E, summed in order of s in float64.
-    Parallel over samples s when there are enough of them (PARALLEL_WORK).
+    Parallel over samples s when there are enough of them (PARALLEL_ELEMENTS).
     """
     S = Z.shape[0]
-    if Z.size < PARALLEL_WORK:
+    if Z.size < PARALLEL_ELEMENTS:
         for s in range(S):
             losses[s] = _loss_row(Z, T, code, s, A_out, D)
     else:
@@ -116,9 +126,9 @@ def output_activation(Z, code, A_out):
     """a^L = output(z^L) without a loss: softmax, sigmoid or identity by `code`.
 
     Z: (S, n_L) logits · A_out: (S, n_L), written (may be Z itself). Parallel over samples s when
-    there are enough of them (PARALLEL_WORK).
+    there are enough of them (PARALLEL_ELEMENTS).
     """
-    if Z.size < PARALLEL_WORK:
+    if Z.size < PARALLEL_ELEMENTS:
         for s in range(Z.shape[0]):
             _output_row(Z, code, s, A_out)
     else:
@@ -130,9 +140,9 @@ def output_activation(Z, code, A_out):
 def _output_row(Z, code, s, A_out):
     """a^L[s, :] = output(z^L[s, :]) for the output `code`."""
     if code == SOFTMAX_CE:
-        m, total = _max_and_total(Z, s)
+        total = _exp_shifted(Z, s, _row_max(Z, s), A_out)
         for k in range(Z.shape[1]):
-            A_out[s, k] = math.exp(Z[s, k] - m) / total
+            A_out[s, k] /= total
     elif code == SIGMOID_BCE:
         for k in range(Z.shape[1]):
             A_out[s, k] = sigmoid(Z[s, k])
