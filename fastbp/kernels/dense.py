@@ -153,16 +153,16 @@ def _columns(j0, j1):
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _rows_chunk(X, Y, alpha, out, m0, p0, n_terms, j0, j1):
-    """out[m0+i, j] += Σ_{q<n_terms} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
+def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
+    """out[m0+i, j] += Σ_{q<8} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
 
-    n_terms is a constant at every call (8, or 4, 2, 1 for the last terms), so LLVM unrolls the
-    q loop and vectorises the j loop with the four sums in registers: 8 loads of Y feed 32 FMAs.
-    The α X factors are loop-invariant and computed once, so α costs no FMA in the loop.
+    The q loop has a constant trip count, so LLVM unrolls it and vectorises the j loop with the
+    four sums in registers: 8 loads of Y feed 32 FMAs. The factors α X are loop-invariant and
+    computed once per tile, so α costs no multiply in the loop.
     """
     for j in _columns(j0, j1):
         c0 = c1 = c2 = c3 = cast_like(out, 0)
-        for q in range(n_terms):
+        for q in range(CHUNK):
             y = Y[p0 + q, j]
             c0 += (alpha * X[m0, p0 + q]) * y
             c1 += (alpha * X[m0 + 1, p0 + q]) * y
@@ -178,30 +178,20 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, n_terms, j0, j1):
 def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
 
-    A full tile of 4 rows with at least 8 terms takes register tiles of 8 terms, then of 4, 2 and 1
-    for the last ones. Fewer rows or terms (batch 1, say) are added one term at a time, skipping
-    zero X[m, p] (a relu unit that was off in the layer above contributes nothing: seed 002's skipped sum).
+    Full tiles of 4 rows take the register tile for each chunk of 8 terms; the remaining terms,
+    and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a relu unit
+    that was off in the layer above contributes nothing: seed 002's skipped sum).
     """
     if beta != 1:
         for m in range(m0, m1):
             for j in _columns(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
     P = X.shape[1]
-    if m1 - m0 == TILE and P >= CHUNK:
-        p = P - P % CHUNK
-        for p0 in range(0, p, CHUNK):
-            _rows_chunk(X, Y, alpha, out, m0, p0, CHUNK, j0, j1)
-        if P - p >= 4:
-            _rows_chunk(X, Y, alpha, out, m0, p, 4, j0, j1)
-            p += 4
-        if P - p >= 2:
-            _rows_chunk(X, Y, alpha, out, m0, p, 2, j0, j1)
-            p += 2
-        if P - p == 1:
-            _rows_chunk(X, Y, alpha, out, m0, p, 1, j0, j1)
-        return
+    p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
+    for p0 in range(0, p_tiled, CHUNK):
+        _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1)
     for m in range(m0, m1):
-        for p in range(P):
+        for p in range(p_tiled, P):
             x = alpha * X[m, p]
             if x != 0:
                 for j in _columns(j0, j1):
