@@ -6,7 +6,7 @@ weights and sees the same batches in the same order, so after the epoch all of t
 the same loss; the table shows it as a check that they did the same work.
 
     python benchmarks/peers.py --batches 1 16 64 128 512 --samples 60000 --samples-small-batch 5000 \\
-        --rounds 2 --plot benchmarks/peers.png --json peers.json
+        --rounds 5 --plot benchmarks/peers.png --json peers.json
     python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
 
 Peers that are not installed are skipped; none of them is a dependency of fastbp.
@@ -19,7 +19,8 @@ How each library is run:
   (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
 - scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False), its weights
   set to the common initial ones through warm_start; not run at batch 1 (hours per epoch).
-Times are wall-clock seconds of one epoch, including each library's own input checks.
+Times are wall-clock seconds of one epoch, including each library's own input checks; each run starts
+after PAUSE_SECONDS of idle time, so that the previous library's worker threads have gone to sleep.
 """
 from __future__ import annotations
 

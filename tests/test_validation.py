@@ -9,7 +9,7 @@ import pytest
 
 import fastbp
 from fastbp.cli import main
-from fastbp.validation import check_positive_int, check_positive_real, check_targets, check_X
+from fastbp.validation import _all_finite, check_positive_int, check_positive_real, check_targets, check_X
 
 N_IN, N_OUT = 5, 3
 
@@ -363,3 +363,21 @@ def test_loading_never_unpickles(tmp_path):
         with pytest.raises(ValueError):
             fastbp.load(tmp_path / name)
         assert not marker.exists(), f"loading {name} ran code"
+
+
+def test_the_finiteness_check_reads_every_block():
+    clean = np.zeros(10, np.float32)
+    assert _all_finite(clean, block=3)
+    for i in range(10):
+        for bad in (np.nan, np.inf, -np.inf):
+            x = clean.copy()
+            x[i] = bad
+            assert not _all_finite(x, block=3)
+
+
+def test_nan_past_the_first_block_of_a_large_X_is_refused():
+    n = (1 << 20) // N_IN + 1  # more elements than one block of the finiteness check
+    X = np.zeros((n, N_IN), np.float32)
+    X[-1, -1] = np.nan
+    with pytest.raises(ValueError, match=rf"X contains NaN or infinity \(first at X\[{n - 1}, {N_IN - 1}\]"):
+        _model().fit(X, np.zeros(n, int), epochs=1, verbose=0)
