@@ -103,7 +103,7 @@ class _BaseMLP(BaseEstimator):
         first = not (hasattr(self, "model_") and (incremental or self.warm_start))
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=isinstance(self, RegressorMixin))
-        X = _writable(X, self.dtype)
+        X = np.ascontiguousarray(X, dtype=self.dtype)  # one dtype before the validation split
         T = self._encode(y, first, classes)
         rng = check_random_state(self.random_state)
         if first:
@@ -180,7 +180,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.model_.predict_proba(_writable(X, self.dtype))
+        return self.model_.predict_proba(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -364,12 +364,6 @@ class _SklearnStopping:
         if not self.incremental and not self.stopped and self.epochs == est.max_iter:
             warnings.warn(f"Stochastic optimizer: maximum iterations ({est.max_iter}) reached and the optimization "
                           "hasn't converged yet.", ConvergenceWarning)
-
-
-def _writable(X: np.ndarray, dtype) -> np.ndarray:
-    """X as a C-contiguous, writeable array of `dtype` (read-only inputs are copied: one compiled variant)."""
-    X = np.ascontiguousarray(X, dtype=dtype)
-    return X if X.flags.writeable else X.copy()
 
 
 def _seed(rng: np.random.RandomState) -> int:
