@@ -1,5 +1,5 @@
 """End-to-end training benchmarks: one epoch of `MLP.fit` on the reference network, against the same
-epoch written in plain NumPy, at several batch sizes.
+epoch written in plain NumPy, at several batch sizes; and the gather of a shuffled batch.
 
 4,096 random samples (the peers script runs the full 60,000-sample job), no shuffling, SGD lr 0.01.
 GFLOP/s count the whole step as the issue does (`reference_job.training_flops_per_sample`).
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import kernels as K
 from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, N_CLASSES, initial_parameters, numpy_sgd_step,
                            reference_data, training_flops_per_sample)
 
@@ -51,3 +52,23 @@ def test_train_epoch(measure, data, batch, impl):
         assert np.isfinite(result["loss"]).all()
     else:
         assert all(np.isfinite(W).all() for W, _ in result)
+
+
+@pytest.mark.parametrize("impl", ("fastbp", "numpy"))
+@pytest.mark.parametrize("batch", (16, 512))
+def test_gather_shuffled_batch(measure, data, batch, impl):
+    """a^0 = X[index], t = T[index] for a shuffled batch (`K.batch_rows`) against NumPy's `np.take`."""
+    X, y = data
+    T = np.eye(N_CLASSES, dtype=DTYPE)[y]
+    sizes = np.array(LAYER_SIZES, np.int64)
+    index = np.random.default_rng(0).permutation(len(X))[:batch]
+    woff = K.workspace_offsets(sizes, batch)
+    work = np.empty(woff[-1, 2], DTYPE)
+    A0, Tb = np.empty((batch, X.shape[1]), DTYPE), np.empty((batch, N_CLASSES), DTYPE)
+    gathers = {
+        "fastbp": lambda: K.batch_rows(X, T, index, work, woff, sizes),
+        "numpy": lambda: (np.take(X, index, axis=0, out=A0), np.take(T, index, axis=0, out=Tb)),
+    }
+    rows, targets = measure(f"gather shuffled batch={batch}", impl, 0, gathers[impl])
+    np.testing.assert_array_equal(rows, X[index])
+    np.testing.assert_array_equal(targets, T[index])
