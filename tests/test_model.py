@@ -189,6 +189,17 @@ def test_read_only_inputs_are_used_without_being_changed(digits):
     np.testing.assert_array_equal(m.predict_proba(X_ro), ref.predict_proba(X_train))
 
 
+def test_batches_read_in_place_leave_X_unchanged(digits):
+    X_train, _, y_train, _ = digits
+    X = np.ascontiguousarray(X_train, dtype=np.float32)  # used without a copy
+    before = X.copy()
+    m = fastbp.MLP([64, 8, 10], seed=0)
+    m.fit(X, y_train, epochs=2, batch_size=16, shuffle=False, verbose=0, validation_data=(X, y_train))
+    m.loss_and_grads(X, y_train)
+    m.predict_proba(X)
+    np.testing.assert_array_equal(X, before)
+
+
 def test_inputs_are_converted(digits):
     X_train, X_test, y_train, _ = digits
     m = fastbp.MLP([64, 8, 10], seed=0)
