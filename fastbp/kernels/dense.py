@@ -111,23 +111,28 @@ def dense_forward(A, W, b, code, A_out):
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
     A_out: (S, n_out), written. Parallel over 4 x 4 tiles of (s, k) (serial below PARALLEL_WORK):
     each a[s, k] is summed by one thread, in order of j.
+
+    Tiles are numbered unit by unit (k-tile major). prange gives each thread one contiguous run of
+    tiles, so a thread reads only its own rows of W: the rows that `dense_weight_gradient` updates
+    on that same thread. Each core then keeps its half of W in its own cache from step to step,
+    instead of fetching the rows the other core has just written.
     """
     S, n_out = A_out.shape
-    n_tiles, n_col_tiles = _n_tiles(S, n_out, TILE, TILE)
+    n_tiles, n_s_tiles = _n_tiles(n_out, S, TILE, TILE)
     if S * W.size < PARALLEL_WORK:
         for t in range(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t, n_col_tiles)
+            _forward_tile(A, W, b, code, A_out, t, n_s_tiles)
     else:
         for t in prange(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t, n_col_tiles)
+            _forward_tile(A, W, b, code, A_out, t, n_s_tiles)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _forward_tile(A, W, b, code, A_out, t, n_col_tiles):
+def _forward_tile(A, W, b, code, A_out, t, n_s_tiles):
     """Tile t of `dense_forward`: a 4 x 4 register tile when it is full, 1 x 4 tiles for the
     samples of a partial tile (batch 1 included), single sums at the last units."""
     S, n_out = A_out.shape
-    s0, s1, k0, k1 = _tile(t, n_col_tiles, S, n_out, TILE, TILE)
+    k0, k1, s0, s1 = _tile(t, n_s_tiles, n_out, S, TILE, TILE)
     if s1 - s0 == TILE and k1 - k0 == TILE:
         c = _dot4x4(A, s0, W, k0)
         for i in range(TILE):
