@@ -102,8 +102,9 @@ class MLP:
         S = X.shape[0]
         grads = np.empty_like(self._params)
         with parallel_section():
-            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, X, T, self._workspace(S), S,
-                                         1.0 / S, 0.0, grads)
+            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T,
+                                         self._workspace(S), K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0,
+                                         grads)
         dW, db = self._views(grads)
         return float(loss), dW, db
 

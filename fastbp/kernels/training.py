@@ -4,6 +4,8 @@ The network lives in flat arrays so that a kernel takes only arrays and integers
 - `sizes` (L+1,): n_0 .. n_L; `codes` (L,): the activation code of layers 1..L-1, then the loss code;
 - `params`: W^1, b^1, W^2, b^2, ... each row-major, one after the other (`param_offsets`);
 - `work`: every per-batch buffer for a batch capacity B (`workspace_offsets`), allocated once per fit.
+  A batch of S ≤ B rows uses the first S rows of each buffer, so both offset tables (`poff`, `woff`)
+  are computed once per epoch, not per batch.
 """
 import warnings
 
@@ -45,7 +47,8 @@ def param_offsets(sizes):
 
 @njit(cache=True)
 def workspace_offsets(sizes, B):
-    """(L+2, 3) offsets of a^l (column 0) and δ^l (column 1), l = 0..L, for a batch capacity B.
+    """(L+2, 3) offsets of a^l (column 0) and δ^l (column 1), l = 0..L, for a batch capacity B:
+    each a (B, n_l) buffer, of which a batch of S ≤ B rows uses the first S.
 
     Row L+1 holds the targets t (column 0), the per-sample losses (column 1) and the total size (column 2).
     """
@@ -118,21 +121,17 @@ def batch_rows(X, T, index, work, woff, sizes):
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, A0, work, S):
-    """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0; leaves the logits z^L in a^L.
-
-    Returns the workspace offsets for batch size S.
+def forward(sizes, codes, params, poff, A0, work, woff, S):
+    """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
+    logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
     """
     L = sizes.shape[0] - 1
-    poff = param_offsets(sizes)
-    woff = workspace_offsets(sizes, S)
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _mat(work, woff[l, A_], S, sizes[l])
         dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
         A_in = A_out
-    return woff
 
 
 @njit(parallel=True, cache=True)
@@ -149,8 +148,8 @@ def output_and_loss(sizes, codes, T, work, woff, S):
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, A0, T, work, S, alpha, beta, out):
-    """One step on the batch (a^0, t) = (A0, T): forward, loss, then for l = L..1
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out):
+    """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
@@ -159,9 +158,8 @@ def forward_backward(sizes, codes, params, A0, T, work, S, alpha, beta, out):
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
-    woff = forward(sizes, codes, params, A0, work, S)
+    forward(sizes, codes, params, poff, A0, work, woff, S)
     loss, correct = output_and_loss(sizes, codes, T, work, woff, S)
-    poff = param_offsets(sizes)
     for l in range(L, 0, -1):
         W, _ = _weights(params, poff, sizes, l)
         G, g = _weights(out, poff, sizes, l)
@@ -182,12 +180,13 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     work: a workspace for batch capacity `batch_size`. Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     total_loss = 0.0
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        A0, Tb = batch_rows(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
-        loss, correct = forward_backward(sizes, codes, params, A0, Tb, work, S, -lr / S, 1.0, params)
+        A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
+        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, -lr / S, 1.0, params)
         total_loss += loss * S
         total_correct += correct
     return total_loss, total_correct
@@ -204,13 +203,13 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
     """
     N = order.shape[0]
-    poff = param_offsets(sizes)
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     total_loss = 0.0
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        A0, Tb = batch_rows(X, T, order[start:start + S], work, workspace_offsets(sizes, S), sizes)
-        loss, correct = forward_backward(sizes, codes, params, A0, Tb, work, S, 1.0 / S, 0.0, grads)
+        A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
+        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads)
         if hyper[L2] > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
         if hyper[MAX_NORM] > 0:
@@ -229,11 +228,12 @@ def evaluate_epoch(X, T, sizes, codes, params, work, batch_size):
     X: (N, n_0) · T: (N, n_L) · work: a workspace for batch capacity batch_size. Returns (Σ_s E_s, correct).
     """
     N = X.shape[0]
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     total_loss = 0.0
     total_correct = 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        woff = forward(sizes, codes, params, X[start:start + S], work, S)
+        forward(sizes, codes, params, poff, X[start:start + S], work, woff, S)
         loss, correct = output_and_loss(sizes, codes, T[start:start + S], work, woff, S)
         total_loss += loss * S
         total_correct += correct
@@ -248,7 +248,8 @@ def predict_outputs(X, sizes, codes, params, work, batch_size, out):
     """
     N = X.shape[0]
     L = sizes.shape[0] - 1
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        woff = forward(sizes, codes, params, X[start:start + S], work, S)
+        forward(sizes, codes, params, poff, X[start:start + S], work, woff, S)
         output_activation(_mat(work, woff[L, A_], S, sizes[L]), codes[L - 1], out[start:start + S])
