@@ -24,6 +24,7 @@ TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
 TASKS = 8  # the row-sum kernels split rows into column blocks until there are about this many tasks
 MIN_COLUMNS = 128  # ... but no block narrower than this
+GROUP = 16  # the forward's tiles come in groups of this many unit tiles: 64 rows of W, kept in L2
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -88,6 +89,21 @@ def _tile(t, n_col_tiles, M, N, rows, cols):
 
 
 @njit(inline="always", cache=True)
+def _grouped_tile(t, S, n_out):
+    """Sample and unit ranges [s0, s1) x [k0, k1) of forward tile t of an S x n_out output.
+
+    The tiles come in groups of GROUP unit tiles (k), one group after the other; within a group,
+    sample tile (s) after sample tile, each with every unit tile of the group.
+    """
+    n_s_tiles = (S + TILE - 1) // TILE
+    first = t // (GROUP * n_s_tiles) * GROUP  # the group's first unit tile
+    width = min(GROUP, (n_out + TILE - 1) // TILE - first)
+    r = t - first * n_s_tiles
+    s0, k0 = r // width * TILE, (first + r % width) * TILE
+    return s0, min(s0 + TILE, S), k0, min(k0 + TILE, n_out)
+
+
+@njit(inline="always", cache=True)
 def _column_block(M, N):
     """Columns per task of a row-sum kernel on an M x N output: whole rows when there are enough
     row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few.
@@ -112,27 +128,29 @@ def dense_forward(A, W, b, code, A_out):
     A_out: (S, n_out), written. Parallel over 4 x 4 tiles of (s, k) (serial below PARALLEL_WORK):
     each a[s, k] is summed by one thread, in order of j.
 
-    Tiles are numbered unit by unit (k-tile major). prange gives each thread one contiguous run of
-    tiles, so a thread reads only its own rows of W: the rows that `dense_weight_gradient` updates
-    on that same thread. Each core then keeps its half of W in its own cache from step to step,
-    instead of fetching the rows the other core has just written.
+    Tiles are numbered by groups of units k (`_grouped_tile`). prange gives each thread one
+    contiguous run of tiles, so a thread reads only its own rows of W: the rows that
+    `dense_weight_gradient` updates on that same thread. Each core then keeps its half of W in its
+    own cache from step to step, instead of fetching the rows the other core has just written.
+    Within a group the sample tiles take turns, so the group's 64 rows of W stay in L2 while the
+    rows of a^{l-1} are read once per group.
     """
     S, n_out = A_out.shape
-    n_tiles, n_s_tiles = _n_tiles(n_out, S, TILE, TILE)
+    n_tiles = _n_tiles(S, n_out, TILE, TILE)[0]
     if S * W.size < PARALLEL_WORK:
         for t in range(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t, n_s_tiles)
+            _forward_tile(A, W, b, code, A_out, t)
     else:
         for t in prange(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t, n_s_tiles)
+            _forward_tile(A, W, b, code, A_out, t)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _forward_tile(A, W, b, code, A_out, t, n_s_tiles):
+def _forward_tile(A, W, b, code, A_out, t):
     """Tile t of `dense_forward`: a 4 x 4 register tile when it is full, 1 x 4 tiles for the
     samples of a partial tile (batch 1 included), single sums at the last units."""
     S, n_out = A_out.shape
-    k0, k1, s0, s1 = _tile(t, n_s_tiles, n_out, S, TILE, TILE)
+    s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
     if s1 - s0 == TILE and k1 - k0 == TILE:
         c = _dot4x4(A, s0, W, k0)
         for i in range(TILE):
