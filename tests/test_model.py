@@ -55,7 +55,7 @@ import json, numpy as np, fastbp
 X_train, _, y_train, _ = fastbp.data.load_digits_split(seed=0)
 out = {}
 for batch in (1, 64):
-    m = fastbp.MLP([64, 40, 23, 10], seed=1)
+    m = fastbp.MLP([64, 150, 23, 10], seed=1)  # 150 units: 3 groups of forward tiles (dense.GROUP), one partial
     m.fit(X_train, y_train, epochs=1, batch_size=batch, seed=2, verbose=0)
     out[batch] = [float(np.sum(W.astype(np.float64) * np.arange(W.size).reshape(W.shape))) for W in m.weights]
     out[str(batch) + "bytes"] = [W.tobytes().hex() for W in m.weights]
