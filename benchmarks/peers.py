@@ -6,7 +6,7 @@ weights and sees the same batches in the same order, so after the epoch all of t
 the same loss; the table shows it as a check that they did the same work.
 
     python benchmarks/peers.py --batches 1 16 64 128 512 --samples 60000 --samples-small-batch 5000 \\
-        --rounds 5 --plot benchmarks/peers.png --json peers.json
+        --rounds 7 --plot benchmarks/peers.png --json peers.json
     python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
 
 Peers that are not installed are skipped; none of them is a dependency of fastbp.
