@@ -7,7 +7,8 @@ the batch-1 training step. Each benchmark also checks that fastbp and NumPy agre
 kernel cannot pass.
 
 Weight and bias gradients are timed in their training form, the fused SGD step
-`W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1).
+`W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1); `dense_update_forward` is that step on W fused with
+the next batch's forward, as plain SGD trains (the numbers to compare: it against forward + gradient).
 """
 import numpy as np
 import pytest
@@ -111,6 +112,40 @@ def test_dense_weight_gradient(measure, rng, layer, S, impl):
         steps[impl](G)
         check_close(G, W + alpha * (D.T @ A))
     measure(f"dense_weight_gradient {layer} S={S}", impl, 2 * S * n_in * n_out, steps[impl], W)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("S", BATCHES)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dense_update_forward(measure, rng, layer, S, impl):
+    """W ← W + α δ'^T a', then a^l = relu(a^{l-1} W^T + b): the previous batch's SGD step (S' = S
+    samples, α = −ε/S) fused into this batch's forward, as plain SGD trains."""
+    n_in, n_out = LAYERS[layer]
+    D_prev, A_prev = normal(rng, (S, n_out)), relu_activations(rng, (S, n_in))
+    A, W, b = relu_activations(rng, (S, n_in)), normal(rng, (n_out, n_in), 0.05), normal(rng, n_out)
+    alpha = -LEARNING_RATE / S
+    product, A_out = np.empty((n_out, n_in), np.float32), np.empty((S, n_out), np.float32)
+
+    def numpy_step_forward(G):
+        np.matmul(D_prev.T, A_prev, out=product)
+        np.multiply(product, np.float32(alpha), out=product)
+        np.add(G, product, out=G)
+        np.matmul(A, G.T, out=A_out)
+        np.add(A_out, b, out=A_out)
+        np.maximum(A_out, 0, out=A_out)
+
+    steps = {
+        "fastbp": lambda G: K.dense_update_forward(D_prev, A_prev, alpha, A, G, b, K.RELU, A_out),
+        "numpy": numpy_step_forward,
+        "matmul": lambda G: (np.matmul(D_prev.T, A_prev, out=product), np.matmul(A, G.T, out=A_out)),
+    }
+    if impl != "matmul":  # one call on a copy: the stepped W, and the forward through it
+        G = W.copy()
+        steps[impl](G)
+        stepped = W + alpha * (D_prev.T @ A_prev)
+        check_close(G, stepped)
+        check_close(A_out, np.maximum(A @ stepped.T + b, 0))
+    measure(f"dense_update_forward {layer} S={S}", impl, 4 * S * n_in * n_out, steps[impl], W)
 
 
 @pytest.mark.parametrize("impl", ("fastbp", "numpy"))

@@ -85,8 +85,9 @@ class MLP:
                 r = np.sqrt(6.0 / (n_in + n_out))
                 W[...] = rng.uniform(-r, r, size=W.shape)
 
-    def _workspace(self, batch: int) -> np.ndarray:
-        return np.empty(K.workspace_offsets(self._sizes, batch)[-1, 2], dtype=self.dtype)
+    def _workspace(self, batch: int, copies: int = 1) -> np.ndarray:
+        """`copies` workspaces for batches of up to `batch` rows, one after the other."""
+        return np.empty(copies * K.workspace_offsets(self._sizes, batch)[-1, 2], dtype=self.dtype)
 
     # ------------------------------------------------------------------ training
     def loss_and_grads(self, X, y) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
@@ -309,7 +310,7 @@ class _Run:
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD: the step is in the gradient pass
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else np.empty_like(model._params)
-        self.work = model._workspace(batch_size)
+        self.work = model._workspace(batch_size, copies=2 if self.fused else 1)  # K.train_epoch keeps two batches
         self.alpha, self.max_norm = alpha, clip_norm or 0.0
         self.diverged_loss = math.nan
 

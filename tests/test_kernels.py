@@ -61,6 +61,30 @@ def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
     np.testing.assert_allclose(g, want_g, **_tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("S_prev", [0, 1, 9])
+@pytest.mark.parametrize("S,n_in,n_out", SHAPES)
+def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
+    """The previous batch's SGD step on W, then this batch's forward: against the matrix form, and
+    bit for bit against `dense_weight_gradient` then `dense_forward`."""
+    rng = np.random.default_rng(S * n_out + S_prev)
+    A, W, b = (rng.normal(size=s).astype(dtype) for s in [(S, n_in), (n_out, n_in), (n_out,)])
+    D_prev, A_prev = rng.normal(size=(S_prev, n_out)).astype(dtype), rng.normal(size=(S_prev, n_in)).astype(dtype)
+    D_prev[rng.random(D_prev.shape) < 0.5] = 0  # relu: the skipped terms
+    alpha = -0.1 / max(S_prev, 1)
+    want_W = W.astype(float) + alpha * D_prev.T.astype(float) @ A_prev
+    want = F["relu"][0](A.astype(float) @ want_W.T + b)
+    fused, A_out = W.copy(), np.full((S, n_out), np.nan, dtype)
+    K.dense_update_forward(D_prev, A_prev, alpha, A, fused, b, K.RELU, A_out)
+    np.testing.assert_allclose(fused, want_W, **_tol(dtype))
+    np.testing.assert_allclose(A_out, want, **_tol(dtype))
+    apart, apart_out = W.copy(), np.empty((S, n_out), dtype)
+    K.dense_weight_gradient(D_prev, A_prev, alpha, 1.0, apart)
+    K.dense_forward(A, apart, b, K.RELU, apart_out)
+    np.testing.assert_array_equal(fused, apart)
+    np.testing.assert_array_equal(A_out, apart_out)
+
+
 @pytest.mark.parametrize("S,n_in,n_out", [(1, 700, 3), (2, 300, 5), (64, 1000, 2), (5, 2, 9)])
 def test_row_sums_split_into_column_blocks_give_the_same_bits(S, n_in, n_out):
     """Few row tiles → the kernels split columns across tasks; each element must not change."""
@@ -145,3 +169,28 @@ def test_batch_rows_reads_a_block_in_place_and_gathers_the_rest(index, in_place)
     np.testing.assert_array_equal(Tb, T[index])
     assert np.shares_memory(A0, X) == in_place and np.shares_memory(Tb, T) == in_place
     assert np.shares_memory(A0, work) != in_place
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size,shuffled", [(1, False), (7, True), (64, False), (64, True)])
+def test_train_epoch_takes_the_steps_of_forward_backward(batch_size, shuffled, dtype):
+    """`train_epoch` defers each batch's step on W to the next batch's forward; the weights after the
+    epoch must be those of one eager `forward_backward` SGD step per batch, bit for bit."""
+    rng = np.random.default_rng(batch_size)
+    sizes, codes = np.array([20, 150, 9, 4], np.int64), np.array([K.RELU, K.TANH, K.SOFTMAX_CE], np.int64)
+    N = 150  # not a multiple of the batch size: the last batch is smaller
+    X, T = rng.normal(size=(N, 20)).astype(dtype), np.eye(4, dtype=dtype)[rng.integers(0, 4, N)]
+    order = rng.permutation(N) if shuffled else np.arange(N)
+    poff, woff = K.param_offsets(sizes), K.workspace_offsets(sizes, batch_size)
+    eager = (0.3 * rng.normal(size=poff[-1, 0])).astype(dtype)
+    lazy = eager.copy()
+    loss, correct = K.train_epoch(X, T, order, batch_size, sizes, codes, lazy, np.empty(2 * woff[-1, 2], dtype), 0.1)
+    work, want_loss, want_correct = np.empty(woff[-1, 2], dtype), 0.0, 0
+    for start in range(0, N, batch_size):
+        index = order[start:start + batch_size]
+        S = len(index)
+        step_loss, step_correct = K.forward_backward(sizes, codes, eager, poff, X[index], T[index], work, woff, S,
+                                                     -0.1 / S, 1.0, eager)
+        want_loss, want_correct = want_loss + step_loss * S, want_correct + step_correct
+    np.testing.assert_array_equal(lazy, eager)
+    assert loss == want_loss and correct == want_correct

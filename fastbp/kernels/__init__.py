@@ -1,17 +1,17 @@
 """Compiled kernels of fastbp: explicit loop nests in the notation of NOTATION.md.
 
 - `activations`: f and f' (relu, tanh, sigmoid, identity), one table selected by a code
-- `dense`: the dense layer's forward, backward-δ and weight-gradient kernels
+- `dense`: the dense layer's forward, backward-δ and weight-gradient kernels, and the SGD step fused into the forward
 - `losses`: output layers fused with their losses (softmax/CE, sigmoid/BCE, identity/½SE)
 - `optimizers`: SGD (momentum, Nesterov), Adam and AdamW steps, L2 penalty and gradient-norm clipping
-- `training`: one step and the loop over an epoch's mini-batches
+- `training`: one step and the loops over an epoch's mini-batches (plain SGD: each step taken by the next forward)
 """
 from .cache import configure_cache
 
 configure_cache()  # before any kernel module is imported: their dispatchers pick the cache dir up
 
 from .activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH, activate, derivative
-from .dense import bias_gradient, dense_backward, dense_forward, dense_weight_gradient
+from .dense import bias_gradient, dense_backward, dense_forward, dense_update_forward, dense_weight_gradient
 from .losses import IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation, output_loss
 from .optimizers import (
     ADAM,
@@ -30,21 +30,25 @@ from .training import (
     evaluate_epoch,
     forward,
     forward_backward,
+    forward_with_step,
+    loss_and_backward,
     output_and_loss,
     batch_rows,
     param_offsets,
     predict_outputs,
     train_epoch,
     train_epoch_optimizer,
+    weight_step,
     workspace_offsets,
 )
 
 __all__ = [
     "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative",
-    "bias_gradient", "dense_backward", "dense_forward", "dense_weight_gradient",
+    "bias_gradient", "dense_backward", "dense_forward", "dense_update_forward", "dense_weight_gradient",
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation", "output_loss",
-    "forward", "forward_backward", "output_and_loss", "batch_rows", "param_offsets", "predict_outputs", "train_epoch",
-    "workspace_offsets", "train_epoch_optimizer", "evaluate_epoch",
+    "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
+    "param_offsets", "predict_outputs", "train_epoch", "weight_step", "workspace_offsets", "train_epoch_optimizer",
+    "evaluate_epoch",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",
 ]

@@ -4,7 +4,9 @@ Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)         
 Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}                  (seed 000 eq. 16)
 Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 11, 12)
 
-All three read the row-major arrays as they are, with no transposes:
+Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fused into the forward  (eq. 11)
+
+All of them read the row-major arrays as they are, with no transposes:
 - the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
   4 x 4 register tiles (`_dot4x4`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
@@ -25,6 +27,7 @@ CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LL
 TASKS = 8  # the row-sum kernels split rows into column blocks until there are about this many tasks
 MIN_COLUMNS = 128  # ... but no block narrower than this
 GROUP = 16  # the forward's tiles come in groups of this many unit tiles: 64 rows of W, kept in L2
+MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -139,18 +142,18 @@ def dense_forward(A, W, b, code, A_out):
     n_tiles = _n_tiles(S, n_out, TILE, TILE)[0]
     if S * W.size < PARALLEL_WORK:
         for t in range(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t)
+            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
+            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
     else:
         for t in prange(n_tiles):
-            _forward_tile(A, W, b, code, A_out, t)
+            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
+            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _forward_tile(A, W, b, code, A_out, t):
-    """Tile t of `dense_forward`: a 4 x 4 register tile when it is full, 1 x 4 tiles for the
-    samples of a partial tile (batch 1 included), single sums at the last units."""
-    S, n_out = A_out.shape
-    s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
+def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
+    """The [s0, s1) x [k0, k1) tile of `dense_forward`: a 4 x 4 register tile when it is full,
+    1 x 4 tiles for the samples of a partial tile (batch 1 included), single sums at the last units."""
     if s1 - s0 == TILE and k1 - k0 == TILE:
         c = _dot4x4(A, s0, W, k0)
         for i in range(TILE):
@@ -293,3 +296,42 @@ def bias_gradient(D, alpha, beta, g):
     for s in range(D.shape[0]):
         for k in range(g.shape[0]):
             g[k] += alpha_ * D[s, k]
+
+
+# ----------------------------------------------------------------------------- the SGD step, fused into the next forward
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
+    """W[k, j] += α Σ_s δ'[s, k] a'[s, j], then a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])
+
+    The previous batch's SGD step on W (α = -ε/S', from its δ' = D_prev and a' = A_prev, eq. 11),
+    fused into this batch's forward (eq. 1): each group of rows of W is updated just before its
+    forward tiles read it, so a step reads W once instead of twice, in one parallel region.
+    D_prev: (S', n_out) · A_prev: (S', n_in) · A: (S, n_in) · W: (n_out, n_in), updated · b: (n_out,)
+    A_out: (S, n_out), written. S' = 0 is a plain forward. Parallel over groups of unit tiles
+    (serial below PARALLEL_WORK). Every W[k, j] and a[s, k] is computed by the arithmetic of
+    `dense_weight_gradient` and `dense_forward`, so the result is that of the two kernels in turn.
+    """
+    S, n_out = A_out.shape
+    alpha_ = cast_like(W, alpha)
+    DT = D_prev.T  # a view: δ'[s, k] read as DT[k, s], as in dense_weight_gradient
+    n_unit_tiles = (n_out + TILE - 1) // TILE
+    if max(S, D_prev.shape[0]) * W.size < PARALLEL_WORK:
+        for u0 in range(0, n_unit_tiles, GROUP):
+            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, u0, min(u0 + GROUP, n_unit_tiles))
+    else:  # narrower groups in a narrow layer, so that no thread idles
+        width = min(GROUP, (n_unit_tiles + MIN_GROUPS - 1) // MIN_GROUPS)
+        for g in prange((n_unit_tiles + width - 1) // width):
+            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g * width,
+                                  min(g * width + width, n_unit_tiles))
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _update_forward_group(DT, A_prev, alpha, A, W, b, code, A_out, u0, u1):
+    """Unit tiles [u0, u1) of `dense_update_forward`: the step on their rows of W, then their
+    forward tiles, sample tile after sample tile, while those rows are still in cache."""
+    S, n_out = A_out.shape
+    for u in range(u0, u1):
+        _row_sums(DT, A_prev, alpha, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
+    for s0 in range(0, S, TILE):
+        for u in range(u0, u1):
+            _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))

@@ -15,7 +15,7 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY
 from .common import PARALLEL_WORK
-from .dense import bias_gradient, dense_backward, dense_forward, dense_weight_gradient
+from .dense import bias_gradient, dense_backward, dense_forward, dense_update_forward, dense_weight_gradient
 from .losses import count_correct, output_activation, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
@@ -157,8 +157,17 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
     has been computed from it, so every gradient of the step uses the original weights (seed 002).
     Returns (batch-mean loss, number of correct predictions).
     """
-    L = sizes.shape[0] - 1
     forward(sizes, codes, params, poff, A0, work, woff, S)
+    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True)
+
+
+@njit(parallel=True, cache=True)
+def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights):
+    """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
+    after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
+    Returns (batch-mean loss, number of correct predictions).
+    """
+    L = sizes.shape[0] - 1
     loss, correct = output_and_loss(sizes, codes, T, work, woff, S)
     for l in range(L, 0, -1):
         W, _ = _weights(params, poff, sizes, l)
@@ -167,28 +176,73 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
         A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
         if l > 1:
             dense_backward(D, W, A_in, codes[l - 2], _mat(work, woff[l - 1, D_], S, sizes[l - 1]))
-        dense_weight_gradient(D, A_in, alpha, beta, G)
+        if weights:
+            dense_weight_gradient(D, A_in, alpha, beta, G)
         bias_gradient(D, alpha, beta, g)
     return loss, correct
+
+
+@njit(parallel=True, cache=True)
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, A0, work, woff, S):
+    """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
+    with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
+
+    The previous batch (a'^0 = A0_prev, S' = S_prev rows) left its δ'^l and a'^l in `work_prev`;
+    this batch writes its own into `work`. S_prev = 0: no step is pending, a plain forward.
+    """
+    L = sizes.shape[0] - 1
+    alpha = -lr / max(S_prev, 1)
+    A_in = A0
+    for l in range(1, L + 1):
+        W, b = _weights(params, poff, sizes, l)
+        D_prev = _mat(work_prev, woff[l, D_], S_prev, sizes[l])
+        A_prev = _mat(work_prev, woff[l - 1, A_], S_prev, sizes[l - 1]) if l > 1 else A0_prev
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        A_in = A_out
+
+
+@njit(parallel=True, cache=True)
+def weight_step(sizes, params, poff, A0, work, woff, S, lr):
+    """W^l ← W^l - (ε/S) Σ_s δ^l a^{l-1T} for l = 1..L, from the δ^l and a^l a batch left in `work`."""
+    L = sizes.shape[0] - 1
+    for l in range(1, L + 1):
+        W, _ = _weights(params, poff, sizes, l)
+        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
+        dense_weight_gradient(_mat(work, woff[l, D_], S, sizes[l]), A_in, -lr / S, 1.0, W)
 
 
 @njit(parallel=True, cache=True)
 def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
+    Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
+    (`forward_with_step`), and the last one after the loop; the biases are stepped at once. So the
+    two batches' buffers must both stay: batch i uses workspace i % 2, and its a^0 stays where
+    `batch_rows` put it.
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
-    work: a workspace for batch capacity `batch_size`. Returns (Σ_batches S·E, number correct).
+    work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
+    Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
+    size = woff[-1, 2]
     total_loss = 0.0
     total_correct = 0
+    A0_prev, work_prev, S_prev = X[:0], work[size:2 * size], 0
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
-        A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
-        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, -lr / S, 1.0, params)
+        i = start // batch_size % 2
+        work_i = work[i * size:(i + 1) * size]
+        A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, A0, work_i, woff, S)
+        loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
+                                          params, False)
         total_loss += loss * S
         total_correct += correct
+        A0_prev, work_prev, S_prev = A0, work_i, S
+    if S_prev > 0:
+        weight_step(sizes, params, poff, A0_prev, work_prev, woff, S_prev, lr)
     return total_loss, total_correct
 
 
