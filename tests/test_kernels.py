@@ -63,7 +63,7 @@ def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("S_prev", [0, 1, 9])
-@pytest.mark.parametrize("S,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30)])  # parallel, few unit tiles
 def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     """The previous batch's SGD step on W, then this batch's forward: against the matrix form, and
     bit for bit against `dense_weight_gradient` then `dense_forward`."""

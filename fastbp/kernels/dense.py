@@ -318,6 +318,9 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     if max(S, D_prev.shape[0]) * W.size < PARALLEL_WORK:
         for u0 in range(0, n_unit_tiles, GROUP):
             _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, u0, min(u0 + GROUP, n_unit_tiles))
+    elif n_unit_tiles < 2 * MIN_GROUPS:  # too few rows of W to share out evenly: each kernel splits its own way
+        dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
+        dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
         width = min(GROUP, (n_unit_tiles + MIN_GROUPS - 1) // MIN_GROUPS)
         for g in prange((n_unit_tiles + width - 1) // width):
