@@ -38,7 +38,6 @@ from .training import (
     predict_outputs,
     train_epoch,
     train_epoch_optimizer,
-    weight_step,
     workspace_offsets,
 )
 
@@ -47,7 +46,7 @@ __all__ = [
     "bias_gradient", "dense_backward", "dense_forward", "dense_update_forward", "dense_weight_gradient",
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
-    "param_offsets", "predict_outputs", "train_epoch", "weight_step", "workspace_offsets", "train_epoch_optimizer",
+    "param_offsets", "predict_outputs", "train_epoch", "workspace_offsets", "train_epoch_optimizer",
     "evaluate_epoch",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",

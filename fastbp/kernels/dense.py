@@ -92,15 +92,15 @@ def _tile(t, n_col_tiles, M, N, rows, cols):
 
 
 @njit(inline="always", cache=True)
-def _grouped_tile(t, S, n_out):
+def _grouped_tile(t, S, n_out, group):
     """Sample and unit ranges [s0, s1) x [k0, k1) of forward tile t of an S x n_out output.
 
-    The tiles come in groups of GROUP unit tiles (k), one group after the other; within a group,
+    The tiles come in groups of `group` unit tiles (k), one group after the other; within a group,
     sample tile (s) after sample tile, each with every unit tile of the group.
     """
     n_s_tiles = (S + TILE - 1) // TILE
-    first = t // (GROUP * n_s_tiles) * GROUP  # the group's first unit tile
-    width = min(GROUP, (n_out + TILE - 1) // TILE - first)
+    first = t // (group * n_s_tiles) * group  # the group's first unit tile
+    width = min(group, (n_out + TILE - 1) // TILE - first)
     r = t - first * n_s_tiles
     s0, k0 = r // width * TILE, (first + r % width) * TILE
     return s0, min(s0 + TILE, S), k0, min(k0 + TILE, n_out)
@@ -141,13 +141,19 @@ def dense_forward(A, W, b, code, A_out):
     S, n_out = A_out.shape
     n_tiles = _n_tiles(S, n_out, TILE, TILE)[0]
     if S * W.size < PARALLEL_WORK:
-        for t in range(n_tiles):
-            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
-            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
+        _forward_tiles(A, W, b, code, A_out, 0, n_tiles, GROUP)
     else:
-        for t in prange(n_tiles):
-            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
-            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
+        for c in prange((n_tiles + GROUP - 1) // GROUP):  # GROUP tiles per call
+            _forward_tiles(A, W, b, code, A_out, c * GROUP, min(c * GROUP + GROUP, n_tiles), GROUP)
+
+
+@njit(fastmath=FASTMATH, cache=True)  # not inlined: one compiled copy serves every loop that calls it
+def _forward_tiles(A, W, b, code, A_out, t0, t1, group):
+    """Tiles t0 .. t1-1 of `dense_forward`, numbered in groups of `group` unit tiles (`_grouped_tile`)."""
+    S, n_out = A_out.shape
+    for t in range(t0, t1):
+        s0, s1, k0, k1 = _grouped_tile(t, S, n_out, group)
+        _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -200,7 +206,7 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
         out[m0 + 3, j] += c3
 
 
-@njit(inline="always", fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)  # not inlined: one compiled copy serves every loop that calls it
 def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
 
@@ -316,25 +322,24 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     DT = D_prev.T  # a view: δ'[s, k] read as DT[k, s], as in dense_weight_gradient
     n_unit_tiles = (n_out + TILE - 1) // TILE
     if max(S, D_prev.shape[0]) * W.size < PARALLEL_WORK:
-        for u0 in range(0, n_unit_tiles, GROUP):
-            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, u0, min(u0 + GROUP, n_unit_tiles))
+        for g in range((n_unit_tiles + GROUP - 1) // GROUP):
+            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g, GROUP)
     elif n_unit_tiles < 2 * MIN_GROUPS:  # too few rows of W to share out evenly: each kernel splits its own way
         dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
         dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
         width = min(GROUP, (n_unit_tiles + MIN_GROUPS - 1) // MIN_GROUPS)
         for g in prange((n_unit_tiles + width - 1) // width):
-            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g * width,
-                                  min(g * width + width, n_unit_tiles))
+            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g, width)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _update_forward_group(DT, A_prev, alpha, A, W, b, code, A_out, u0, u1):
-    """Unit tiles [u0, u1) of `dense_update_forward`: the step on their rows of W, then their
-    forward tiles, sample tile after sample tile, while those rows are still in cache."""
+def _update_forward_group(DT, A_prev, alpha, A, W, b, code, A_out, g, width):
+    """Group g of `dense_update_forward`, unit tiles [g·width, (g+1)·width): the step on their rows
+    of W, then their forward tiles, sample tile after sample tile, while those rows are in cache."""
     S, n_out = A_out.shape
+    u0, u1 = g * width, min(g * width + width, (n_out + TILE - 1) // TILE)
     for u in range(u0, u1):
         _row_sums(DT, A_prev, alpha, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
-    for s0 in range(0, S, TILE):
-        for u in range(u0, u1):
-            _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+    n_s_tiles = (S + TILE - 1) // TILE
+    _forward_tiles(A, W, b, code, A_out, u0 * n_s_tiles, u1 * n_s_tiles, width)

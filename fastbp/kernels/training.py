@@ -188,7 +188,8 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
     The previous batch (a'^0 = A0_prev, S' = S_prev rows) left its δ'^l and a'^l in `work_prev`;
-    this batch writes its own into `work`. S_prev = 0: no step is pending, a plain forward.
+    this batch writes its own into `work`. S_prev = 0: no step is pending, a plain forward;
+    S = 0: the step alone.
     """
     L = sizes.shape[0] - 1
     alpha = -lr / max(S_prev, 1)
@@ -203,21 +204,11 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr
 
 
 @njit(parallel=True, cache=True)
-def weight_step(sizes, params, poff, A0, work, woff, S, lr):
-    """W^l ← W^l - (ε/S) Σ_s δ^l a^{l-1T} for l = 1..L, from the δ^l and a^l a batch left in `work`."""
-    L = sizes.shape[0] - 1
-    for l in range(1, L + 1):
-        W, _ = _weights(params, poff, sizes, l)
-        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
-        dense_weight_gradient(_mat(work, woff[l, D_], S, sizes[l]), A_in, -lr / S, 1.0, W)
-
-
-@njit(parallel=True, cache=True)
 def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
-    (`forward_with_step`), and the last one after the loop; the biases are stepped at once. So the
+    (`forward_with_step`), and the last one by a forward of no rows; the biases are stepped at once. So the
     two batches' buffers must both stay: batch i uses workspace i % 2, and its a^0 stays where
     `batch_rows` put it.
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
@@ -241,8 +232,8 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
         total_loss += loss * S
         total_correct += correct
         A0_prev, work_prev, S_prev = A0, work_i, S
-    if S_prev > 0:
-        weight_step(sizes, params, poff, A0_prev, work_prev, woff, S_prev, lr)
+    # the last batch's step, with a forward of no rows
+    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, X[:0], work_prev, woff, 0)
     return total_loss, total_correct
 
 
