@@ -133,7 +133,7 @@ def dense_forward(A, W, b, code, A_out):
 
     Tiles are numbered by groups of units k (`_grouped_tile`). prange gives each thread one
     contiguous run of tiles, so a thread reads only its own rows of W: the rows that
-    `dense_weight_gradient` updates on that same thread. Each core then keeps its half of W in its
+    `dense_weight_gradient` writes on that same thread. Each core then keeps its half of W in its
     own cache from step to step, instead of fetching the rows the other core has just written.
     Within a group the sample tiles take turns, so the group's 64 rows of W stay in L2 while the
     rows of a^{l-1} are read once per group.
@@ -143,11 +143,11 @@ def dense_forward(A, W, b, code, A_out):
     if S * W.size < PARALLEL_WORK:
         _forward_tiles(A, W, b, code, A_out, 0, n_tiles, GROUP)
     else:
-        for c in prange((n_tiles + GROUP - 1) // GROUP):  # GROUP tiles per call
-            _forward_tiles(A, W, b, code, A_out, c * GROUP, min(c * GROUP + GROUP, n_tiles), GROUP)
+        for t in prange(n_tiles):
+            _forward_tiles(A, W, b, code, A_out, t, t + 1, GROUP)
 
 
-@njit(fastmath=FASTMATH, cache=True)  # not inlined: one compiled copy serves every loop that calls it
+@njit(inline="always", fastmath=FASTMATH, cache=True)
 def _forward_tiles(A, W, b, code, A_out, t0, t1, group):
     """Tiles t0 .. t1-1 of `dense_forward`, numbered in groups of `group` unit tiles (`_grouped_tile`)."""
     S, n_out = A_out.shape
@@ -206,7 +206,7 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
         out[m0 + 3, j] += c3
 
 
-@njit(fastmath=FASTMATH, cache=True)  # not inlined: one compiled copy serves every loop that calls it
+@njit(inline="always", fastmath=FASTMATH, cache=True)
 def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
 
