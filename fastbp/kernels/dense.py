@@ -92,15 +92,15 @@ def _tile(t, n_col_tiles, M, N, rows, cols):
 
 
 @njit(inline="always", cache=True)
-def _grouped_tile(t, S, n_out, group):
+def _grouped_tile(t, S, n_out):
     """Sample and unit ranges [s0, s1) x [k0, k1) of forward tile t of an S x n_out output.
 
-    The tiles come in groups of `group` unit tiles (k), one group after the other; within a group,
+    The tiles come in groups of GROUP unit tiles (k), one group after the other; within a group,
     sample tile (s) after sample tile, each with every unit tile of the group.
     """
     n_s_tiles = (S + TILE - 1) // TILE
-    first = t // (group * n_s_tiles) * group  # the group's first unit tile
-    width = min(group, (n_out + TILE - 1) // TILE - first)
+    first = t // (GROUP * n_s_tiles) * GROUP  # the group's first unit tile
+    width = min(GROUP, (n_out + TILE - 1) // TILE - first)
     r = t - first * n_s_tiles
     s0, k0 = r // width * TILE, (first + r % width) * TILE
     return s0, min(s0 + TILE, S), k0, min(k0 + TILE, n_out)
@@ -141,19 +141,13 @@ def dense_forward(A, W, b, code, A_out):
     S, n_out = A_out.shape
     n_tiles = _n_tiles(S, n_out, TILE, TILE)[0]
     if S * W.size < PARALLEL_WORK:
-        _forward_tiles(A, W, b, code, A_out, 0, n_tiles, GROUP)
+        for t in range(n_tiles):
+            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
+            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
     else:
         for t in prange(n_tiles):
-            _forward_tiles(A, W, b, code, A_out, t, t + 1, GROUP)
-
-
-@njit(inline="always", fastmath=FASTMATH, cache=True)
-def _forward_tiles(A, W, b, code, A_out, t0, t1, group):
-    """Tiles t0 .. t1-1 of `dense_forward`, numbered in groups of `group` unit tiles (`_grouped_tile`)."""
-    S, n_out = A_out.shape
-    for t in range(t0, t1):
-        s0, s1, k0, k1 = _grouped_tile(t, S, n_out, group)
-        _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
+            s0, s1, k0, k1 = _grouped_tile(t, S, n_out)
+            _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -313,18 +307,20 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     fused into this batch's forward (eq. 1): each group of rows of W is updated just before its
     forward tiles read it, so a step reads W once instead of twice, in one parallel region.
     D_prev: (S', n_out) · A_prev: (S', n_in) · A: (S, n_in) · W: (n_out, n_in), updated · b: (n_out,)
-    A_out: (S, n_out), written. S' = 0 is a plain forward. Parallel over groups of unit tiles
-    (serial below PARALLEL_WORK). Every W[k, j] and a[s, k] is computed by the arithmetic of
-    `dense_weight_gradient` and `dense_forward`, so the result is that of the two kernels in turn.
+    A_out: (S, n_out), written. S' = 0 is a plain forward; S = 0, the step alone. Parallel over
+    groups of unit tiles. Below PARALLEL_WORK, or with fewer than 8 unit tiles, it calls the two
+    kernels in turn instead: fusing saves nothing when W stays in cache anyway, and compiling a
+    serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
+    a[s, k] is computed by the arithmetic of `dense_weight_gradient` and `dense_forward`, so the
+    result is that of the two kernels in turn, bit for bit.
     """
     S, n_out = A_out.shape
     alpha_ = cast_like(W, alpha)
     DT = D_prev.T  # a view: δ'[s, k] read as DT[k, s], as in dense_weight_gradient
     n_unit_tiles = (n_out + TILE - 1) // TILE
-    if max(S, D_prev.shape[0]) * W.size < PARALLEL_WORK:
-        for g in range((n_unit_tiles + GROUP - 1) // GROUP):
-            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g, GROUP)
-    elif n_unit_tiles < 2 * MIN_GROUPS:  # too few rows of W to share out evenly: each kernel splits its own way
+    if max(S, D_prev.shape[0]) * W.size < PARALLEL_WORK or n_unit_tiles < 2 * MIN_GROUPS:
+        # little work (W stays in cache anyway), or too few rows of W to share out evenly:
+        # the two kernels in turn, each serial or split its own way
         dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
         dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
@@ -341,5 +337,6 @@ def _update_forward_group(DT, A_prev, alpha, A, W, b, code, A_out, g, width):
     u0, u1 = g * width, min(g * width + width, (n_out + TILE - 1) // TILE)
     for u in range(u0, u1):
         _row_sums(DT, A_prev, alpha, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
-    n_s_tiles = (S + TILE - 1) // TILE
-    _forward_tiles(A, W, b, code, A_out, u0 * n_s_tiles, u1 * n_s_tiles, width)
+    for s0 in range(0, S, TILE):  # the order of `_grouped_tile`
+        for u in range(u0, u1):
+            _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))

@@ -183,15 +183,17 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
 
 
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, A0, work, woff, S):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
-    The previous batch (a'^0 = A0_prev, S' = S_prev rows) left its δ'^l and a'^l in `work_prev`;
-    this batch writes its own into `work`. S_prev = 0: no step is pending, a plain forward;
-    S = 0: the step alone.
+    The previous batch (a'^0 = A0_prev, S' rows) left its δ'^l and a'^l in `work_prev`; this batch
+    (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
+    S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
+    sometimes a literal 0 would compile this function once more for each such call.)
     """
     L = sizes.shape[0] - 1
+    S_prev, S = A0_prev.shape[0], A0.shape[0]
     alpha = -lr / max(S_prev, 1)
     A_in = A0
     for l in range(1, L + 1):
@@ -220,20 +222,20 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     size = woff[-1, 2]
     total_loss = 0.0
     total_correct = 0
-    A0_prev, work_prev, S_prev = X[:0], work[size:2 * size], 0
+    A0_prev, work_prev = X[:0], work[size:2 * size]
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
         i = start // batch_size % 2
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
-        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, A0, work_i, woff, S)
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
                                           params, False)
         total_loss += loss * S
         total_correct += correct
-        A0_prev, work_prev, S_prev = A0, work_i, S
+        A0_prev, work_prev = A0, work_i
     # the last batch's step, with a forward of no rows
-    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, S_prev, lr, X[:0], work_prev, woff, 0)
+    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff)
     return total_loss, total_correct
 
 
