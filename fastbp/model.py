@@ -307,7 +307,7 @@ class _Run:
 
     def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None):
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
-        self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD: the step is in the gradient pass
+        self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else np.empty_like(model._params)
         self.work = model._workspace(batch_size, copies=2 if self.fused else 1)  # K.train_epoch keeps two batches

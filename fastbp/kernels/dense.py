@@ -298,7 +298,7 @@ def bias_gradient(D, alpha, beta, g):
             g[k] += alpha_ * D[s, k]
 
 
-# ----------------------------------------------------------------------------- the SGD step, fused into the next forward
+# ----------------------------------------------------------------------------- the SGD step, fused into the forward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     """W[k, j] += α Σ_s δ'[s, k] a'[s, j], then a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])
