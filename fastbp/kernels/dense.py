@@ -235,22 +235,24 @@ def dense_backward(D, W, A, code, D_out):
     below PARALLEL_WORK); each element is summed by one thread in order of k.
     """
     S, n_in = D_out.shape
+    one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
     columns = _column_block(S, n_in)
     n_tiles, n_col_tiles = _n_tiles(S, n_in, TILE, columns)
     if S * W.size < PARALLEL_WORK:
         for t in range(n_tiles):
-            _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns)
+            s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
+            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
+            _times_derivative(code, A, D_out, s0, s1, j0, j1)
     else:
         for t in prange(n_tiles):
-            _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns)
+            s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
+            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
+            _times_derivative(code, A, D_out, s0, s1, j0, j1)
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _backward_tile(D, W, A, code, D_out, t, n_col_tiles, columns):
-    """Tile t of `dense_backward`: the row sums, then f' applied in place."""
-    S, n_in = D_out.shape
-    s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
-    _row_sums(D, W, cast_like(D_out, 1), cast_like(D_out, 0), D_out, s0, s1, j0, j1)
+def _times_derivative(code, A, D_out, s0, s1, j0, j1):
+    """D_out[s, j] *= f'(z[s, j]), f' written from a = A[s, j], on the tile [s0, s1) x [j0, j1)."""
     for s in range(s0, s1):
         for j in _columns(j0, j1):
             D_out[s, j] *= derivative(code, A[s, j])
@@ -326,17 +328,11 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     else:  # narrower groups in a narrow layer, so that no thread idles
         width = min(GROUP, (n_unit_tiles + MIN_GROUPS - 1) // MIN_GROUPS)
         for g in prange((n_unit_tiles + width - 1) // width):
-            _update_forward_group(DT, A_prev, alpha_, A, W, b, code, A_out, g, width)
-
-
-@njit(inline="always", fastmath=FASTMATH, cache=True)
-def _update_forward_group(DT, A_prev, alpha, A, W, b, code, A_out, g, width):
-    """Group g of `dense_update_forward`, unit tiles [g·width, (g+1)·width): the step on their rows
-    of W, then their forward tiles, sample tile after sample tile, while those rows are in cache."""
-    S, n_out = A_out.shape
-    u0, u1 = g * width, min(g * width + width, (n_out + TILE - 1) // TILE)
-    for u in range(u0, u1):
-        _row_sums(DT, A_prev, alpha, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
-    for s0 in range(0, S, TILE):  # the order of `_grouped_tile`
-        for u in range(u0, u1):
-            _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+            # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles,
+            # sample tile after sample tile (the order of `_grouped_tile`), while those rows are in cache
+            u0, u1 = g * width, min(g * width + width, n_unit_tiles)
+            for u in range(u0, u1):
+                _row_sums(DT, A_prev, alpha_, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
+            for s0 in range(0, S, TILE):
+                for u in range(u0, u1):
+                    _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
