@@ -1,7 +1,9 @@
 import subprocess
 import sys
 
+import fastbp.cli
 from fastbp.cli import main
+from fastbp.kernels.cache import has_compiled
 
 
 def test_train_defaults_reach_97_percent(capsys):
@@ -36,3 +38,22 @@ def test_adam_and_momentum_recipes(capsys):
 def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "fastbp.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+def test_first_run_says_that_it_compiles(capsys, monkeypatch):
+    for compiled in (False, True):
+        monkeypatch.setattr(fastbp.cli, "has_compiled", lambda name: compiled)
+        assert main(["train", "--quiet", "--epochs", "1"]) == 0
+        assert ("compiling the kernels" in capsys.readouterr().out) is not compiled
+
+
+def test_has_compiled_looks_for_the_kernel_in_the_cache_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr("numba.config.CACHE_DIR", str(tmp_path))
+    assert not has_compiled("train_epoch")
+    (tmp_path / "kernels_0").mkdir()
+    (tmp_path / "kernels_0" / "training.train_epoch_optimizer-242.py311.nbi").touch()
+    assert not has_compiled("train_epoch")  # another kernel whose name starts alike
+    (tmp_path / "kernels_0" / "training.train_epoch-208.py311.nbi").touch()
+    assert has_compiled("train_epoch")
+    monkeypatch.setattr("numba.config.CACHE_DIR", None)
+    assert not has_compiled("train_epoch")

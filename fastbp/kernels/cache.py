@@ -55,3 +55,10 @@ def configure_cache() -> str | None:
             numba.config.CACHE_DIR = str(candidate)
             return str(candidate)
     return None
+
+
+def has_compiled(name: str) -> bool:
+    """Whether the cache directory holds compiled code of the kernel function `name` (any signature):
+    False means that its first call in this process compiles it, which takes tens of seconds."""
+    directory = numba.config.CACHE_DIR
+    return bool(directory) and any(Path(directory).rglob(f"*.{name}-*.nbi"))
