@@ -1,10 +1,11 @@
 """The compile cache: fastbp installed read-only, with no writable home either, still imports, trains
-correctly and reuses what it compiled. One cold-cache subprocess (~30 s on 2 idle cores: it compiles
-the training kernels)."""
+correctly and reuses what it compiled, and a fit compiles each kernel once. One cold-cache subprocess
+(~30 s on 2 idle cores: it compiles the training kernels)."""
 import contextlib
 import io
 import json
 import os
+import pickle
 import shutil
 import stat
 import subprocess
@@ -49,6 +50,18 @@ def _read_only_install(root: Path) -> Path:
     return site
 
 
+def _cached_signatures(cache: Path) -> dict[str, int]:
+    """{kernel: number of compiled signatures} read from Numba's index files (`<module>.<kernel>-<line>.py3x.nbi`:
+    Numba's version, pickled, then the pickled (source stamp, {signature key: data file}))."""
+    counts = {}
+    for index in cache.rglob("*.nbi"):
+        with open(index, "rb") as f:
+            pickle.load(f)
+            _, overloads = pickle.loads(f.read())
+        counts[index.name.split("-")[0]] = len(overloads)
+    return counts
+
+
 def _run(site: Path, env: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | env | {"PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, cwd=site)
@@ -69,6 +82,12 @@ def test_read_only_install_without_a_writable_home_caches_in_the_temp_dir(tmp_pa
     assert Path(cold["cache"]).is_relative_to(tmpdir)
     assert cold["digest"] == want
     assert list(Path(cold["cache"]).rglob("*.nbi")), "nothing was cached"
+    # one float32 fit, one signature per kernel: another one (say, from an argument that is sometimes a
+    # literal constant) compiles the kernel and all it inlines again, seconds of cold start
+    signatures = _cached_signatures(Path(cold["cache"]))
+    assert {"dense.dense_update_forward", "training.forward_with_step", "training.train_epoch"} <= signatures.keys()
+    compiled_again = {kernel: n for kernel, n in signatures.items() if n != 1}
+    assert not compiled_again, f"kernels compiled for more than one signature: {compiled_again}"
 
     warm = _run(site, env)  # loads them back
     assert warm == cold
