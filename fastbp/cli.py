@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .data import load_digits_split
-from .kernels import ACTIVATIONS
+from .kernels import ACTIVATIONS, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
 from .model import MLP
 from .optim import SGD, Adam
@@ -62,7 +62,7 @@ def train(args: argparse.Namespace) -> int:
     sizes = [X_train.shape[1], *args.hidden, 10]
     model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)
     print(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
-    if not has_compiled("train_epoch" if args.optimizer == "sgd" else "train_epoch_optimizer"):
+    if not has_compiled(train_epoch if args.optimizer == "sgd" else train_epoch_optimizer):
         print("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,

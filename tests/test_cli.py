@@ -47,13 +47,13 @@ def test_first_run_says_that_it_compiles(capsys, monkeypatch):
         assert ("compiling the kernels" in capsys.readouterr().out) is not compiled
 
 
-def test_has_compiled_looks_for_the_kernel_in_the_cache_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr("numba.config.CACHE_DIR", str(tmp_path))
-    assert not has_compiled("train_epoch")
-    (tmp_path / "kernels_0").mkdir()
-    (tmp_path / "kernels_0" / "training.train_epoch_optimizer-242.py311.nbi").touch()
-    assert not has_compiled("train_epoch")  # another kernel whose name starts alike
-    (tmp_path / "kernels_0" / "training.train_epoch-208.py311.nbi").touch()
-    assert has_compiled("train_epoch")
-    monkeypatch.setattr("numba.config.CACHE_DIR", None)
-    assert not has_compiled("train_epoch")
+def test_has_compiled_reads_numbas_cache_index(tmp_path, monkeypatch):
+    monkeypatch.setattr("numba.config.CACHE_DIR", str(tmp_path / "cache"))  # read when a dispatcher is made
+    (tmp_path / "cached_kernel.py").write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n"
+                                               "    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from cached_kernel import twice
+    assert not has_compiled(twice)
+    assert twice(3) == 6
+    assert has_compiled(twice)
+    assert not has_compiled(lambda x: x)  # not a cached dispatcher
