@@ -42,7 +42,7 @@ def test_console_script_is_installed():
 
 def test_first_run_says_that_it_compiles(capsys, monkeypatch):
     for compiled in (False, True):
-        monkeypatch.setattr(fastbp.cli, "has_compiled", lambda name: compiled)
+        monkeypatch.setattr(fastbp.cli, "has_compiled", lambda kernel: compiled)
         assert main(["train", "--quiet", "--epochs", "1"]) == 0
         out = capsys.readouterr().out
         assert ("compiling the kernels" in out) is not compiled
