@@ -53,10 +53,10 @@ OPTIMIZERS = [
 ]
 
 
+@pytest.mark.parametrize("P", [301, 70001], ids=["serial", "parallel-blocks"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=repr)
-def test_step_kernel_matches_the_formula_over_many_steps(optimizer):
+def test_step_kernel_matches_the_formula_over_many_steps(optimizer, P):
     rng = np.random.default_rng(0)
-    P = 301
     theta = rng.normal(size=P)
     params, state = theta.copy(), np.zeros((2, P))
     ref_state = np.zeros((2, P))

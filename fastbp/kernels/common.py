@@ -1,4 +1,6 @@
-"""What every kernel module shares: the fast-math flags and a dtype cast."""
+"""What every kernel module shares: the fast-math flags, a dtype cast and an unsigned range."""
+import numpy as np
+from numba import njit
 from numba.core import types
 from numba.extending import overload
 
@@ -27,3 +29,10 @@ def cast_like(x, value):
 def _cast_like(x, value):
     dtype = x.dtype if isinstance(x, types.Array) else x
     return lambda x, value: dtype(value)
+
+
+@njit(inline="always", cache=True)
+def unsigned_range(start, stop):
+    """range(start, stop) with an unsigned index. Numba wraps negative indices around, and that
+    check keeps LLVM from vectorising a loop that does not start at 0; unsigned indices skip it."""
+    return range(np.uint64(start), np.uint64(stop))

@@ -20,11 +20,10 @@ everything inlined into it again (flattening three wrappers took a cold first fi
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
 """
-import numpy as np
 from numba import njit, prange
 
-from .activations import RELU, activate, derivative
-from .common import FASTMATH, PARALLEL_WORK, cast_like
+from .activations import activate, derivative
+from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
 
 TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
@@ -175,13 +174,6 @@ def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
 
 
 # ----------------------------------------------------------------------------- row sums
-@njit(inline="always", cache=True)
-def _columns(j0, j1):
-    """range(j0, j1) with an unsigned index. Numba wraps negative indices around, and that
-    check keeps LLVM from vectorising a loop that does not start at 0; unsigned indices skip it."""
-    return range(np.uint64(j0), np.uint64(j1))
-
-
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
     """out[m0+i, j] += Σ_{q<8} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
@@ -190,7 +182,7 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
     four sums in registers: 8 loads of Y feed 32 FMAs. The factors α X are loop-invariant and
     computed once per tile, so α costs no multiply in the loop.
     """
-    for j in _columns(j0, j1):
+    for j in unsigned_range(j0, j1):
         c0 = c1 = c2 = c3 = cast_like(out, 0)
         for q in range(CHUNK):
             y = Y[p0 + q, j]
@@ -214,7 +206,7 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     """
     if beta != 1:
         for m in range(m0, m1):
-            for j in _columns(j0, j1):
+            for j in unsigned_range(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
     P = X.shape[1]
     p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
@@ -224,7 +216,7 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
         for p in range(p_tiled, P):
             x = alpha * X[m, p]
             if x != 0:
-                for j in _columns(j0, j1):
+                for j in unsigned_range(j0, j1):
                     out[m, j] += x * Y[p, j]
 
 
@@ -258,7 +250,7 @@ def dense_backward(D, W, A, code, D_out):
 def _times_derivative(code, A, D_out, s0, s1, j0, j1):
     """D_out[s, j] *= f'(z[s, j]), f' written from a = A[s, j], on the tile [s0, s1) x [j0, j1)."""
     for s in range(s0, s1):
-        for j in _columns(j0, j1):
+        for j in unsigned_range(j0, j1):
             D_out[s, j] *= derivative(code, A[s, j])
 
 

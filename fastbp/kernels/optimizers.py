@@ -18,9 +18,9 @@ gradient-norm clipping, both one pass over the flat vectors, summed in a fixed o
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .common import FASTMATH, cast_like
+from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
 
 SGD, ADAM, ADAMW = 0, 1, 2
 
@@ -42,51 +42,87 @@ def hyper_parameters(lr: float = 0.0, momentum: float = 0.0, nesterov: bool = Fa
     return hyper
 
 
-@njit(fastmath=FASTMATH, cache=True)
+# The steps are elementwise and run in blocks of BLOCK elements, one task each (serial below
+# PARALLEL_WORK elements). Every block but the last has the same length, a multiple of every vector
+# width, so each element takes the same path through the vectorised loop (vector body or scalar
+# remainder) whatever the number of threads: results are bit-identical for any thread count.
+BLOCK = 1 << 12
+
+
+@njit(inline="always", cache=True)
+def _block(params, i):
+    """The indices of block i of the flat vector, unsigned (see `unsigned_range`)."""
+    return unsigned_range(i * BLOCK, min(i * BLOCK + BLOCK, params.shape[0]))
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def sgd_step(params, grads, velocity, lr, momentum, nesterov, weight_decay):
     """θ ← θ - ε d with g ← g + λθ, v ← μv + g, d = g + μv (Nesterov), v (μ > 0) or g (μ = 0).
 
     params, grads, velocity: (P,) flat vectors; velocity is zero before the first step
-    (PyTorch's first step sets v = g, which is μ·0 + g). Serial: cheaper than a parallel launch at this size.
+    (PyTorch's first step sets v = g, which is μ·0 + g). Parallel over blocks of elements.
     """
     lr_, mu, wd = cast_like(params, lr), cast_like(params, momentum), cast_like(params, weight_decay)
-    for p in range(params.shape[0]):
+    n_blocks = (params.shape[0] + BLOCK - 1) // BLOCK
+    if params.shape[0] < PARALLEL_WORK:
+        for i in range(n_blocks):
+            _sgd_block(params, grads, velocity, lr_, mu, nesterov, wd, i)
+    else:
+        for i in prange(n_blocks):
+            _sgd_block(params, grads, velocity, lr_, mu, nesterov, wd, i)
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _sgd_block(params, grads, velocity, lr, mu, nesterov, wd, i):
+    for p in _block(params, i):
         g = grads[p] + wd * params[p]
         if mu != 0:
             v = mu * velocity[p] + g
             velocity[p] = v
             g = g + mu * v if nesterov else v
-        params[p] -= lr_ * g
+        params[p] -= lr * g
 
 
-@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
 def adam_step(params, grads, m, u, lr, beta1, beta2, eps, weight_decay, decoupled, t):
     """One Adam (decoupled=False) or AdamW (decoupled=True) step number t ≥ 1 (Kingma & Ba; Loshchilov & Hutter).
 
     Adam:  g ← g + λθ.   AdamW: θ ← θ(1 - ελ).   Then m ← β₁m + (1-β₁)g, u ← β₂u + (1-β₂)g²,
     θ ← θ - ε/(1-β₁ᵗ) · m / (√u / √(1-β₂ᵗ) + eps), as ``torch.optim.Adam``/``AdamW`` compute it.
-    params, grads, m, u: (P,) flat vectors; m and u are zero before step 1.
-    Serial; error_model="numpy" (IEEE division, no ZeroDivisionError check) lets LLVM vectorise the
-    loop, 5x faster than with the check, and cheaper than a parallel launch at these sizes.
+    params, grads, m, u: (P,) flat vectors; m and u are zero before step 1. Parallel over blocks of
+    elements; error_model="numpy" (IEEE division, no ZeroDivisionError check) lets LLVM vectorise the
+    loop, 5x faster than with the check.
     """
     step_size = cast_like(params, lr / (1.0 - beta1 ** t))
     root_correction = cast_like(params, math.sqrt(1.0 - beta2 ** t))
     b1, b2, eps_ = cast_like(params, beta1), cast_like(params, beta2), cast_like(params, eps)
     coupled = cast_like(params, 0.0 if decoupled else weight_decay)  # Adam: λ in the gradient
     shrink = cast_like(params, 1.0 - lr * weight_decay if decoupled else 1.0)  # AdamW: θ(1 - ελ)
-    for p in range(params.shape[0]):
+    n_blocks = (params.shape[0] + BLOCK - 1) // BLOCK
+    if params.shape[0] < PARALLEL_WORK:
+        for i in range(n_blocks):
+            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps_, coupled, shrink, i)
+    else:
+        for i in prange(n_blocks):
+            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps_, coupled, shrink, i)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
+def _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps, coupled, shrink, i):
+    for p in _block(params, i):
         g = grads[p] + coupled * params[p]
         theta = shrink * params[p]
         m[p] = b1 * m[p] + (1 - b1) * g
         u[p] = b2 * u[p] + (1 - b2) * g * g
-        params[p] = theta - step_size * m[p] / (math.sqrt(u[p]) / root_correction + eps_)
+        params[p] = theta - step_size * m[p] / (math.sqrt(u[p]) / root_correction + eps)
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def optimizer_step(code, params, grads, state, hyper, t):
     """θ ← step(θ, g) for the optimizer `code` (SGD, ADAM, ADAMW) at step number t ≥ 1.
 
     params, grads: (P,) · state: (2, P) · hyper: (N_HYPER,) float64, indexed by LR, MOMENTUM, ...
+    parallel=True with no loop of its own: it calls parallel kernels (see `training`).
     """
     if code == SGD:
         sgd_step(params, grads, state[0], hyper[LR], hyper[MOMENTUM], hyper[NESTEROV] != 0, hyper[WEIGHT_DECAY])

@@ -19,12 +19,12 @@ from .dense import bias_gradient, dense_backward, dense_forward, dense_update_fo
 from .losses import count_correct, output_activation, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
-# Every function here that calls a parallel kernel is itself compiled with parallel=True, though it
-# has no parallel loop of its own: a cached non-parallel caller of a parallel function segfaults
-# when it is loaded from the cache by a later process (numba issues #8578, #4807; reproduced here).
-# The warning that parallel=True found nothing to parallelise is expected for them.
-warnings.filterwarnings("ignore", message=r"(?s)\s*The keyword argument 'parallel=True'.*fastbp.kernels.training\.py",
-                        category=NumbaPerformanceWarning)
+# Every function here (and `optimizers.optimizer_step`) that calls a parallel kernel is itself compiled
+# with parallel=True, though it has no parallel loop of its own: a cached non-parallel caller of a
+# parallel function segfaults when it is loaded from the cache by a later process (numba issues #8578,
+# #4807; reproduced here). The warning that parallel=True found nothing to parallelise is expected for them.
+warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
+                        message=r"(?s)\s*The keyword argument 'parallel=True'.*fastbp.kernels.(training|optimizers)\.py")
 
 # columns of the workspace offset table: a^l and δ^l
 A_, D_ = 0, 1
