@@ -1,23 +1,27 @@
 """fastbp against PyTorch, JAX and scikit-learn on the reference job, side by side in one process.
 
 The job (`reference_job.py`): MLP 784-256-128-10, relu, softmax cross-entropy, plain SGD lr 0.01,
-float32, random samples, one epoch without shuffling. Every library starts from the same initial
+float32, random samples, one epoch without shuffling. `--optimizer adam` runs the same job with Adam
+(lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library. Every library starts from the same initial
 weights and sees the same batches in the same order, so after the epoch all of them should reach
 the same loss; the table shows it as a check that they did the same work.
 
     python benchmarks/peers.py --batches 1 16 64 128 512 --samples 60000 --samples-small-batch 5000 \\
         --rounds 7 --plot benchmarks/peers.png --json peers.json
     python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
+    python benchmarks/peers.py --optimizer adam --batches 16 64 128 512 --rounds 5
 
 Peers that are not installed are skipped; none of them is a dependency of fastbp.
 How each library is run:
-- fastbp: `MLP.fit(X, y, epochs=1, batch_size=B, optimizer=SGD(lr=0.01), shuffle=False, verbose=0)`,
+- fastbp: `MLP.fit(X, y, epochs=1, batch_size=B, optimizer=SGD(lr=0.01), shuffle=False, verbose=0)` (or Adam),
   after a warm-up fit on a few samples (compilation, or loading the on-disk cache, is not timed).
 - PyTorch: eager, `torch.set_num_threads(--threads)`, nn.Sequential of Linear/ReLU, CrossEntropyLoss,
-  torch.optim.SGD, a Python loop over batches of tensors made before timing.
+  torch.optim.SGD (or Adam), a Python loop over batches of tensors made before timing.
 - JAX: one jitted SGD step scanned over the epoch with `jax.lax.scan` (batches reshaped to
   (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
-- scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False), its weights
+  Adam is optax.adam (JAX is skipped for Adam when optax is not installed).
+- scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False) (or solver="adam";
+  its eps is added to √v before the bias correction, PyTorch's after), its weights
   set to the common initial ones through warm_start; not run at batch 1 (hours per epoch).
 Times are wall-clock seconds of one epoch, including each library's own input checks; each run starts
 after PAUSE_SECONDS of idle time, so that the previous library's worker threads have gone to sleep.
@@ -48,6 +52,8 @@ DISPLAY = {"fastbp": "fastbp", "torch": "PyTorch", "jax": "JAX", "sklearn": "sci
 MODULES = {"fastbp": "fastbp", "torch": "torch", "jax": "jax", "sklearn": "sklearn"}
 #: rows of the data on which every library's loss after the epoch is evaluated
 EVAL_SAMPLES = 10_000
+#: Adam's settings for --optimizer adam: PyTorch's defaults, which fastbp.Adam shares
+ADAM_LR, ADAM_BETAS, ADAM_EPS = 1e-3, (0.9, 0.999), 1e-8
 #: idle time before each timed run: the worker threads of the library (or BLAS) that ran before go
 #: to sleep, instead of spinning on the two cores while the next library is timed
 PAUSE_SECONDS = 0.5
@@ -67,12 +73,13 @@ def _fastbp_model(params):
     return model
 
 
-def train_fastbp(X, y, batch, params):
+def train_fastbp(X, y, batch, params, optimizer):
     import fastbp
 
     def fit(model, X, y):
-        model.fit(X, y, epochs=1, batch_size=batch, optimizer=fastbp.SGD(lr=LEARNING_RATE), shuffle=False,
-                  verbose=0)
+        step = (fastbp.SGD(lr=LEARNING_RATE) if optimizer == "sgd"
+                else fastbp.Adam(lr=ADAM_LR, betas=ADAM_BETAS, eps=ADAM_EPS))
+        model.fit(X, y, epochs=1, batch_size=batch, optimizer=step, shuffle=False, verbose=0)
 
     warm_up = min(len(X), max(2 * batch, 64))
     fit(_fastbp_model(params), X[:warm_up], y[:warm_up])
@@ -102,10 +109,11 @@ def _torch_model(params):
     return torch.nn.Sequential(*layers)
 
 
-def _torch_epoch(model, batches, lr):
+def _torch_epoch(model, batches, optimizer_name):
     import torch
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = (torch.optim.SGD(model.parameters(), lr=LEARNING_RATE) if optimizer_name == "sgd"
+                 else torch.optim.Adam(model.parameters(), lr=ADAM_LR, betas=ADAM_BETAS, eps=ADAM_EPS))
     loss_function = torch.nn.CrossEntropyLoss()
     for x, labels in batches:
         optimizer.zero_grad(set_to_none=True)
@@ -113,14 +121,14 @@ def _torch_epoch(model, batches, lr):
         optimizer.step()
 
 
-def train_torch(X, y, batch, params):
+def train_torch(X, y, batch, params, optimizer):
     import torch
 
     batches = list(zip(torch.from_numpy(X).split(batch), torch.from_numpy(y).split(batch)))
-    _torch_epoch(_torch_model(params), batches[:3], LEARNING_RATE)  # warm-up: allocator, kernels' first use
+    _torch_epoch(_torch_model(params), batches[:3], optimizer)  # warm-up: allocator, kernels' first use
     model = _torch_model(params)
     start = time.perf_counter()
-    _torch_epoch(model, batches, LEARNING_RATE)
+    _torch_epoch(model, batches, optimizer)
     seconds = time.perf_counter() - start
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     return seconds, [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears]
@@ -139,7 +147,7 @@ def predictor_torch(params):
 
 
 def _jax_functions():
-    """(logits(params, x), sgd_step(params, (x, labels)) -> (params, None)) in JAX."""
+    """(logits(params, x), loss(params, x, labels)) in JAX."""
     import jax
     import jax.numpy as jnp
 
@@ -154,35 +162,55 @@ def _jax_functions():
         log_probs = jax.nn.log_softmax(logits(params, x))
         return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=1))
 
-    def sgd_step(params, batch):
-        grads = jax.grad(loss)(params, *batch)
-        return jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, params, grads), None
-
-    return logits, sgd_step
+    return logits, loss
 
 
-def train_jax(X, y, batch, params):
+def _jax_step(optimizer):
+    """(init(params) -> carry, step(carry, (x, labels)) -> (carry, None), params_of(carry)): a training step
+    for `jax.lax.scan`. SGD carries the parameters; Adam (optax's) carries them with its state."""
+    import jax
+
+    _, loss = _jax_functions()
+    if optimizer == "sgd":
+        def sgd_step(params, batch):
+            grads = jax.grad(loss)(params, *batch)
+            return jax.tree_util.tree_map(lambda p, g: p - LEARNING_RATE * g, params, grads), None
+
+        return (lambda params: params), sgd_step, (lambda carry: carry)
+    import optax
+
+    adam = optax.adam(ADAM_LR, b1=ADAM_BETAS[0], b2=ADAM_BETAS[1], eps=ADAM_EPS)
+
+    def adam_step(carry, batch):
+        params, state = carry
+        updates, state = adam.update(jax.grad(loss)(params, *batch), state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    return (lambda params: (params, adam.init(params))), adam_step, (lambda carry: carry[0])
+
+
+def train_jax(X, y, batch, params, optimizer):
     import jax
     import jax.numpy as jnp
 
-    _, sgd_step = _jax_functions()
+    init, step, params_of = _jax_step(optimizer)
     n_batches, rest = divmod(len(X), batch)
     full = n_batches * batch
     Xb = jnp.asarray(X[:full].reshape(n_batches, batch, X.shape[1]))
     Yb = jnp.asarray(y[:full].reshape(n_batches, batch).astype(np.int32))
     X_rest, y_rest = jnp.asarray(X[full:]), jnp.asarray(y[full:].astype(np.int32))
-    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    carry = init([(jnp.asarray(W), jnp.asarray(b)) for W, b in params])
     # compiled ahead of time: compilation is not timed
-    epoch = jax.jit(lambda p, Xb, Yb: jax.lax.scan(sgd_step, p, (Xb, Yb))[0]).lower(params, Xb, Yb).compile()
-    last = jax.jit(lambda p, x, labels: sgd_step(p, (x, labels))[0])
-    last = last.lower(params, X_rest, y_rest).compile() if rest else None
+    epoch = jax.jit(lambda c, Xb, Yb: jax.lax.scan(step, c, (Xb, Yb))[0]).lower(carry, Xb, Yb).compile()
+    last = jax.jit(lambda c, x, labels: step(c, (x, labels))[0])
+    last = last.lower(carry, X_rest, y_rest).compile() if rest else None
     start = time.perf_counter()
-    params = epoch(params, Xb, Yb)
+    carry = epoch(carry, Xb, Yb)
     if last is not None:
-        params = last(params, X_rest, y_rest)
-    jax.block_until_ready(params)
+        carry = last(carry, X_rest, y_rest)
+    jax.block_until_ready(carry)
     seconds = time.perf_counter() - start
-    return seconds, [(np.asarray(W), np.asarray(b)) for W, b in params]
+    return seconds, [(np.asarray(W), np.asarray(b)) for W, b in params_of(carry)]
 
 
 def predictor_jax(params):
@@ -199,15 +227,18 @@ def predictor_jax(params):
     return predict_proba
 
 
-def _sklearn_model(params, batch, X):
-    """An MLPClassifier fitted once on a few samples (so that it knows the classes), then given `params`."""
+def _sklearn_model(params, batch, X, optimizer="sgd"):
+    """An MLPClassifier fitted once on a few samples (so that it knows the classes), then given `params`.
+    Each later `fit` (warm_start) starts a new optimizer: Adam's moments from zero."""
     from sklearn.neural_network import MLPClassifier
 
-    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation="relu", solver="sgd",
-                          learning_rate="constant", learning_rate_init=LEARNING_RATE, momentum=0.0,
-                          nesterovs_momentum=False, alpha=0.0, batch_size=batch, max_iter=1, shuffle=False,
-                          early_stopping=False, tol=0.0, n_iter_no_change=10**9, random_state=0,
-                          warm_start=True)
+    solver = (dict(solver="sgd", learning_rate_init=LEARNING_RATE, momentum=0.0, nesterovs_momentum=False)
+              if optimizer == "sgd" else
+              dict(solver="adam", learning_rate_init=ADAM_LR, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1],
+                   epsilon=ADAM_EPS))
+    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation="relu", learning_rate="constant",
+                          alpha=0.0, batch_size=batch, max_iter=1, shuffle=False, early_stopping=False, tol=0.0,
+                          n_iter_no_change=10**9, random_state=0, warm_start=True, **solver)
     n_classes = LAYER_SIZES[-1]
     few = max(batch, 2 * n_classes)
     with warnings.catch_warnings():
@@ -218,8 +249,8 @@ def _sklearn_model(params, batch, X):
     return model
 
 
-def train_sklearn(X, y, batch, params):
-    model = _sklearn_model(params, batch, X)
+def train_sklearn(X, y, batch, params, optimizer):
+    model = _sklearn_model(params, batch, X, optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning after max_iter=1
         start = time.perf_counter()
@@ -264,7 +295,7 @@ def numpy_matmul_gflops(batch: int) -> float:
     return total_flops / total_seconds / 1e9
 
 
-def run_training(libraries, batches, X, y, samples_small_batch, rounds, log):
+def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd"):
     """Every library's epoch and NumPy's matmul GFLOP/s, batch by batch, so that each row of the table
     is measured side by side. Within a batch the libraries take turns for `rounds` rounds, each epoch
     from the same initial weights, and each keeps its fastest epoch: on a shared machine a burst of
@@ -282,7 +313,7 @@ def run_training(libraries, batches, X, y, samples_small_batch, rounds, log):
         for _ in range(rounds):
             for library in runners:
                 time.sleep(PAUSE_SECONDS)
-                seconds, after = TRAIN[library](X[:n], y[:n], batch, params)
+                seconds, after = TRAIN[library](X[:n], y[:n], batch, params, optimizer)
                 log(f"{DISPLAY[library]:>12}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
                 if library not in best or seconds < best[library][0]:
                     best[library] = seconds, after
@@ -406,11 +437,16 @@ def plot(rows, libraries, path, title) -> None:
     plt.close(fig)
 
 
+def optimizer_label(args) -> str:
+    return f"SGD lr {LEARNING_RATE}" if args.optimizer == "sgd" else f"Adam lr {ADAM_LR}"
+
+
 def plot_title(args, info) -> str:
     sizes = "-".join(map(str, LAYER_SIZES))
     small = (f"batch 1 timed on {args.samples_small_batch:,} samples and scaled · "
              if args.samples_small_batch and 1 in args.batches else "")
-    return (f"MLP {sizes}, one epoch of {args.samples:,} samples, float32, best of {args.rounds}\n"
+    return (f"MLP {sizes}, {optimizer_label(args)}, one epoch of {args.samples:,} samples, float32, "
+            f"best of {args.rounds}\n"
             f"{small}{info['cpu']}, {info['cores']} cores, {info['date']}")
 
 
@@ -463,6 +499,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="inference calls per library, the libraries taking turns; the best is kept")
     parser.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES),
                         help="the ones not installed are skipped")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="SGD lr 0.01 (the reference job), or Adam with PyTorch's defaults in every library")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--plot", type=Path, help="write a PNG plot of seconds per epoch vs batch size")
     parser.add_argument("--json", type=Path, help="write every measurement as JSON")
@@ -483,6 +521,9 @@ def main(argv=None) -> dict:
     libraries = [lib for lib in args.libraries if importlib.util.find_spec(MODULES[lib])]
     if "fastbp" not in libraries:
         raise SystemExit("fastbp is not importable: pip install -e . from the repository root")
+    if args.optimizer == "adam" and "jax" in libraries and not importlib.util.find_spec("optax"):
+        libraries.remove("jax")  # JAX's Adam is optax's
+        log("optax is not installed: JAX skipped for Adam (pip install optax)")
     skipped = sorted(set(args.libraries) - set(libraries))
     if skipped:
         log(f"not installed, skipped: {', '.join(DISPLAY[lib] for lib in skipped)}")
@@ -493,7 +534,7 @@ def main(argv=None) -> dict:
     X, y = reference_data(args.samples)
     load_before = os.getloadavg()[0]
     training, numpy_gflops = run_training(libraries, args.batches, X, y, args.samples_small_batch, args.rounds,
-                                          log)
+                                          log, args.optimizer)
     inference = run_inference(libraries, args.inference_samples, args.repeats, log)
     info = environment(args.threads)
     info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -514,7 +555,7 @@ def _report(args, libraries, training, numpy_gflops, inference, info) -> str:
     small = (f" * batch 1: {args.samples_small_batch:,} samples timed, scaled to {args.samples:,}."
              if args.samples_small_batch and 1 in args.batches else "")
     return "\n".join([
-        f"## Training: seconds per epoch, MLP {sizes}, {args.samples:,} samples, SGD lr {LEARNING_RATE}, float32",
+        f"## Training: seconds per epoch, MLP {sizes}, {args.samples:,} samples, {optimizer_label(args)}, float32",
         "",
         training_table(training, libraries, numpy_gflops, args.samples),
         "",

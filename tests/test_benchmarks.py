@@ -29,3 +29,14 @@ def test_peers_quick_mode_runs_the_same_job(tmp_path):
     losses = {r["library"]: r["loss_after"] for r in training if r["batch"] == 64}
     assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # same weights, batches and lr: same loss
     assert (tmp_path / "peers.png").stat().st_size > 0
+
+
+def test_peers_adam_runs_the_same_job(tmp_path):
+    out = tmp_path / "peers.json"
+    done = run("benchmarks/peers.py", "--quick", "--optimizer", "adam", "--libraries", "fastbp", "sklearn",
+               "--batches", "64", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Adam lr 0.001" in done.stdout
+    losses = {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
+    # scikit-learn adds Adam's eps before the bias correction, PyTorch and fastbp after: close, not equal
+    assert abs(losses["fastbp"] - losses["sklearn"]) < 5e-3
