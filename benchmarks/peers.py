@@ -2,9 +2,9 @@
 
 The job (`reference_job.py`): MLP 784-256-128-10, relu, softmax cross-entropy, plain SGD lr 0.01,
 float32, random samples, one epoch without shuffling. `--optimizer adam` runs the same job with Adam
-(lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library. Every library starts from the same initial
-weights and sees the same batches in the same order, so after the epoch all of them should reach
-the same loss; the table shows it as a check that they did the same work.
+(lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library. Every library starts
+from the same initial weights and sees the same batches in the same order, so after the epoch all of
+them should reach the same loss; the table shows it as a check that they did the same work.
 
     python benchmarks/peers.py --batches 1 16 64 128 512 --samples 60000 --samples-small-batch 5000 \\
         --rounds 7 --plot benchmarks/peers.png --json peers.json
@@ -20,9 +20,9 @@ How each library is run:
 - JAX: one jitted SGD step scanned over the epoch with `jax.lax.scan` (batches reshaped to
   (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
   Adam is optax.adam (JAX is skipped for Adam when optax is not installed).
-- scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False) (or solver="adam";
-  its eps is added to √v before the bias correction, PyTorch's after), its weights
-  set to the common initial ones through warm_start; not run at batch 1 (hours per epoch).
+- scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False), its weights
+  set to the common initial ones through warm_start; not run at batch 1 (hours per epoch). Its Adam
+  (solver="adam") adds eps to √v before the bias correction, where PyTorch adds it after.
 Times are wall-clock seconds of one epoch, including each library's own input checks; each run starts
 after PAUSE_SECONDS of idle time, so that the previous library's worker threads have gone to sleep.
 """
