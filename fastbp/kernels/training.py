@@ -24,7 +24,8 @@ from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_
 # parallel function segfaults when it is loaded from the cache by a later process (numba issues #8578,
 # #4807; reproduced here). The warning that parallel=True found nothing to parallelise is expected for them.
 warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
-                        message=r"(?s)\s*The keyword argument 'parallel=True'.*fastbp.kernels.(training|optimizers)\.py")
+                        message=r"(?s)\s*The keyword argument 'parallel=True'"
+                                r".*fastbp.kernels.(training|optimizers)\.py")
 
 # columns of the workspace offset table: a^l and δ^l
 A_, D_ = 0, 1
