@@ -1,8 +1,8 @@
 """Micro-benchmarks of the optimizer steps over the flat parameter vector.
 
 P = 235,146 is the reference network's parameter count (784-256-128-10): the steps run in parallel over
-blocks of 4,096 parameters. P = 16,384 is below the size where they run serially. Every training step
-but plain SGD's runs one of them once. `numpy` computes the same update with in-place array operations.
+blocks of 4,096 parameters. P = 16,384 is below PARALLEL_WORK, where they run serially. Every training
+step but plain SGD's runs one of them once. `numpy` computes the same update with in-place array operations.
 """
 import math
 

@@ -142,9 +142,10 @@ def test_parallel_section_serialises_training_on_the_workqueue_layer():
 _OPTIMIZER_SCRIPT = """
 import hashlib, numpy as np
 from fastbp import kernels as K
+from fastbp.kernels.common import PARALLEL_WORK
 out = []
 for dtype in (np.float32, np.float64):
-    for P in (64, 1000, 4099, 70001):  # the last one is split into blocks, one task each
+    for P in (64, 1000, 4099, PARALLEL_WORK + 4465):  # the last one runs in parallel blocks, one task each
         rng = np.random.default_rng(P)
         params, grads = rng.normal(size=P).astype(dtype), rng.normal(size=P).astype(dtype)
         m, u = np.zeros(P, dtype), np.zeros(P, dtype)

@@ -11,6 +11,7 @@ from reference import loss_and_grads
 
 import fastbp
 from fastbp import kernels as K
+from fastbp.kernels.common import PARALLEL_WORK
 
 
 def sgd_reference(theta, g, v, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -53,7 +54,8 @@ OPTIMIZERS = [
 ]
 
 
-@pytest.mark.parametrize("P", [301, 70001], ids=["serial", "parallel-blocks"])
+# from PARALLEL_WORK parameters up the steps run in parallel blocks; + 4465 leaves a partial last block
+@pytest.mark.parametrize("P", [301, PARALLEL_WORK + 4465], ids=["serial", "parallel-blocks"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=repr)
 def test_step_kernel_matches_the_formula_over_many_steps(optimizer, P):
     rng = np.random.default_rng(0)
