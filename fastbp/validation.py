@@ -1,9 +1,11 @@
-"""Input checks done in Python, before any compiled code runs.
+"""Input checks, done before any training or inference kernel runs.
 
 Each check raises ValueError (a wrong value) or TypeError (a wrong type) with a message that names
 the argument, says what is wrong and how to fix it. The array checks return a C-contiguous array
 in the model's dtype — the input itself when it already is one — so compiled code only ever sees
-clean, finite input, and a failed check leaves the model untouched.
+clean, finite input, and a failed check leaves the model untouched. The one pass that reads every
+value, for NaN and inf, is itself compiled (`kernels.checks.all_finite`); it takes only a
+contiguous float array, which the checks before it guarantee.
 
 Accepted and converted: lists, integer, bool and other float arrays, Fortran-ordered and strided
 views, and float64 data for a float32 model. Rejected: complex, string, object and date dtypes,
@@ -15,6 +17,9 @@ import math
 import numbers
 
 import numpy as np
+
+from .kernels.checks import all_finite
+from .threading import parallel_section
 
 #: the outputs whose targets are probabilities or 0/1 labels
 _PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
@@ -148,25 +153,21 @@ def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
     """
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.ascontiguousarray(arr, dtype=dtype)
+    if not converted.flags.writeable:
+        converted = converted.copy()
     if not _all_finite(converted):
         where = _first(~np.isfinite(converted))
         if not np.isfinite(arr[where]):
             _check_finite(arr, name)
         raise ValueError(f"{name}{list(where)} = {arr[where].item()!r} overflows {np.dtype(dtype).name} "
                          f"(largest {np.finfo(dtype).max:.3g}); rescale {name} or use a float64 model")
-    return converted if converted.flags.writeable else converted.copy()
+    return converted
 
 
-def _all_finite(a: np.ndarray, block: int = 1 << 20) -> bool:
-    """np.isfinite(a).all() for a C-contiguous array, a block at a time: one small mask reused
-    instead of one as large as `a` (a third faster on 60,000 x 784 float32)."""
-    flat = a.reshape(-1)
-    mask = np.empty(min(block, flat.size), dtype=bool)
-    for start in range(0, flat.size, block):
-        part = flat[start:start + block]
-        if not np.isfinite(part, out=mask[:part.size]).all():
-            return False
-    return True
+def _all_finite(a: np.ndarray) -> bool:
+    """np.isfinite(a).all() for a C-contiguous float array, in one compiled pass on every thread."""
+    with parallel_section():
+        return all_finite(a.reshape(-1))
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

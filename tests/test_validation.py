@@ -9,7 +9,8 @@ import pytest
 
 import fastbp
 from fastbp.cli import main
-from fastbp.validation import _all_finite, check_positive_int, check_positive_real, check_targets, check_X
+from fastbp.kernels.checks import BLOCK, all_finite
+from fastbp.validation import check_positive_int, check_positive_real, check_targets, check_X
 
 N_IN, N_OUT = 5, 3
 
@@ -365,14 +366,19 @@ def test_loading_never_unpickles(tmp_path):
         assert not marker.exists(), f"loading {name} ran code"
 
 
-def test_the_finiteness_check_reads_every_block():
-    clean = np.zeros(10, np.float32)
-    assert _all_finite(clean, block=3)
-    for i in range(10):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5])
+def test_the_finiteness_check_reads_every_block(n, dtype):
+    """all_finite finds one NaN or ±inf wherever it is: first, last, either side of a block's edge."""
+    big = np.finfo(dtype).max
+    clean = np.full(n, big, dtype)  # x·0 is 0 for the largest finite values: no overflow
+    clean[::2] = -np.finfo(dtype).smallest_subnormal
+    assert all_finite(clean)
+    for i in sorted({0, n // 2, n - 1} | {b + d for b in range(BLOCK, n, BLOCK) for d in (-1, 0)}):
         for bad in (np.nan, np.inf, -np.inf):
             x = clean.copy()
             x[i] = bad
-            assert not _all_finite(x, block=3)
+            assert not all_finite(x), (i, bad)
 
 
 def test_nan_past_the_first_block_of_a_large_X_is_refused():

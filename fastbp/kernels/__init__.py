@@ -1,6 +1,7 @@
 """Compiled kernels of fastbp: explicit loop nests in the notation of NOTATION.md.
 
 - `activations`: f and f' (relu, tanh, sigmoid, identity), one table selected by a code
+- `checks`: the finiteness check on every input value (NaN, ±inf), before any other kernel runs
 - `dense`: the dense layer's forward, backward-δ and weight-gradient kernels, and the SGD step fused into the forward
 - `losses`: output layers fused with their losses (softmax/CE, sigmoid/BCE, identity/½SE)
 - `optimizers`: SGD (momentum, Nesterov), Adam and AdamW steps, L2 penalty and gradient-norm clipping
@@ -11,6 +12,7 @@ from .cache import configure_cache
 configure_cache()  # before any kernel module is imported: their dispatchers pick the cache dir up
 
 from .activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH, activate, derivative
+from .checks import all_finite
 from .dense import bias_gradient, dense_backward, dense_forward, dense_update_forward, dense_weight_gradient
 from .losses import IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation, output_loss
 from .optimizers import (
@@ -42,7 +44,7 @@ from .training import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative",
+    "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative", "all_finite",
     "bias_gradient", "dense_backward", "dense_forward", "dense_update_forward", "dense_weight_gradient",
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
