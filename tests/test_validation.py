@@ -1,5 +1,5 @@
-"""Bad input is refused before compiled code runs, with a message that names the argument, what is wrong
-and the fix, and leaves the model unchanged; input that only needs converting is converted.
+"""Bad input is refused before any training or inference kernel runs, with a message that names the argument,
+what is wrong and the fix, and leaves the model unchanged; input that only needs converting is converted.
 
 tests/test_model.py holds the first cases of each kind (against `fit`); these cover every entry point."""
 import re
