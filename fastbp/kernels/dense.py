@@ -27,9 +27,9 @@ from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
 
 TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
-TASKS = 8  # the parallel kernels cut their work into about this many tasks (or more), see below
+TASKS = 8  # the row-sum kernels split rows into column blocks until about this many tasks (the forward: 4x)
 MIN_COLUMNS = 128  # ... but no block narrower than this
-GROUP = 16  # the forward's tiles come in groups of this many unit tiles: 64 rows of W, kept in L2
+GROUP = 16  # the forward's tiles come in groups of up to this many unit tiles: 64 rows of W, kept in L2
 MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
 
 
