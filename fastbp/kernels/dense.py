@@ -111,12 +111,12 @@ def _forward_tasks(S, n_out):
 @njit(inline="always", cache=True)
 def _forward_task(t, n_groups, n_blocks, S, n_out):
     """Sample tiles [st0, st1) and unit tiles [u0, u1) of forward task t: block t % n_blocks of the
-    sample tiles, with group t // n_blocks of the unit tiles."""
+    sample tiles, with group t // n_blocks of the unit tiles. Blocks (and groups) differ in size by
+    at most one tile, and none is empty (for S > 0)."""
     n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (n_out + TILE - 1) // TILE
-    per_block, width = (n_s_tiles + n_blocks - 1) // n_blocks, (n_u_tiles + n_groups - 1) // n_groups
     g, block = t // n_blocks, t % n_blocks
-    return (block * per_block, min(block * per_block + per_block, n_s_tiles),
-            g * width, min(g * width + width, n_u_tiles))
+    return (block * n_s_tiles // n_blocks, (block + 1) * n_s_tiles // n_blocks,
+            g * n_u_tiles // n_groups, (g + 1) * n_u_tiles // n_groups)
 
 
 @njit(inline="always", cache=True)
