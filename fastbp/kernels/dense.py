@@ -13,9 +13,13 @@ All of them read the row-major arrays as they are, with no transposes:
   `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x 8 terms whose inner loop runs
   along the contiguous row, where it vectorises (`_rows_chunk`).
 
-Compile time: the kernels call the inlined tile functions from their own loops, never through
-another inlined wrapper. Numba copies the IR of every inlined body, and a wrapper's copy holds
-everything inlined into it again (flattening three wrappers took a cold first fit + predict from 41 to 36 s).
+Compile time: the forward kernels call the inlined tile functions from their own loops, never
+through another inlined wrapper. Numba copies the IR of every inlined body, and a wrapper's copy
+holds everything inlined into it again (flattening three wrappers took a cold first fit + predict
+from 41 to 36 s). The row-sum kernels' loops call one compiled task function each
+(`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
+type instead of once per branch and kernel. (The forward's tiles ran 5-40% slower in such a task
+function: LLVM laid out their loops differently. They stay inlined.)
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
@@ -23,7 +27,7 @@ on the shapes (never on the thread count), so results are bit-identical for any 
 from numba import njit, prange
 
 from .activations import activate, derivative
-from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
+from .common import FASTMATH, PARALLEL_WORK, NoAliasCompiler, cast_like, unsigned_range
 
 TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
@@ -87,11 +91,12 @@ def _dot4x4(X, m, Y, n):
 
 
 @njit(inline="always", cache=True)
-def _tile(t, n_col_tiles, M, N, rows, cols):
-    """Row/column ranges [m0, m1) x [n0, n1) of task t in a grid of rows x cols tiles."""
-    m0 = (t // n_col_tiles) * rows
-    n0 = (t % n_col_tiles) * cols
-    return m0, min(m0 + rows, M), n0, min(n0 + cols, N)
+def _tile(t, M, N, columns):
+    """Rows [m0, m1) x columns [j0, j1) of tile t of a row-sum kernel's M x N output, in tiles of
+    4 rows x `columns` numbered row by row."""
+    n_col_tiles = (N + columns - 1) // columns
+    m0, j0 = (t // n_col_tiles) * TILE, (t % n_col_tiles) * columns
+    return m0, min(m0 + TILE, M), j0, min(j0 + columns, N)
 
 
 @njit(inline="always", cache=True)
@@ -129,10 +134,17 @@ def _column_block(M, N):
 
 
 @njit(inline="always", cache=True)
-def _n_tiles(M, N, rows, cols):
-    """(number of tiles, tiles per row) covering an M x N output with rows x cols tiles."""
-    n_col_tiles = (N + cols - 1) // cols
-    return ((M + rows - 1) // rows) * n_col_tiles, n_col_tiles
+def _row_tasks(M, N, columns):
+    """(number of tiles, number of tasks) of a row-sum kernel on an M x N output in tiles of
+    4 rows x `columns`: tasks are runs of consecutive tiles (`_run`), about 4 x TASKS of them."""
+    n_tiles = ((M + TILE - 1) // TILE) * ((N + columns - 1) // columns)
+    return n_tiles, min(n_tiles, 4 * TASKS)
+
+
+@njit(inline="always", cache=True)
+def _run(t, n_tasks, n_tiles):
+    """Tiles [t0, t1) of task t: n_tiles cut into n_tasks runs that differ by at most one tile."""
+    return t * n_tiles // n_tasks, (t + 1) * n_tiles // n_tasks
 
 
 # ----------------------------------------------------------------------------- forward
@@ -238,6 +250,17 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
                     out[m, j] += x * Y[p, j]
 
 
+@njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
+def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
+    """Tiles [t0, t1) of out ← β out + α X Y, each 4 rows x `columns`, numbered row by row: a task.
+    Compiled without overlap checks (`NoAliasCompiler`), as a parallel loop's body is: out must not
+    overlap X or Y."""
+    M, N = out.shape
+    for t in range(t0, t1):
+        m0, m1, j0, j1 = _tile(t, M, N, columns)
+        _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1)
+
+
 # ----------------------------------------------------------------------------- backward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_backward(D, W, A, code, D_out):
@@ -249,27 +272,30 @@ def dense_backward(D, W, A, code, D_out):
     below PARALLEL_WORK); each element is summed by one thread in order of k.
     """
     S, n_in = D_out.shape
-    one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
     columns = _column_block(S, n_in)
-    n_tiles, n_col_tiles = _n_tiles(S, n_in, TILE, columns)
+    n_tiles, n_tasks = _row_tasks(S, n_in, columns)
     if S * W.size < PARALLEL_WORK:
-        for t in range(n_tiles):
-            s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
-            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
-            _times_derivative(code, A, D_out, s0, s1, j0, j1)
+        for t in range(n_tasks):
+            t0, t1 = _run(t, n_tasks, n_tiles)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
     else:
-        for t in prange(n_tiles):
-            s0, s1, j0, j1 = _tile(t, n_col_tiles, S, n_in, TILE, columns)
-            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
-            _times_derivative(code, A, D_out, s0, s1, j0, j1)
+        for t in prange(n_tasks):
+            t0, t1 = _run(t, n_tasks, n_tiles)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
 
 
-@njit(inline="always", fastmath=FASTMATH, cache=True)
-def _times_derivative(code, A, D_out, s0, s1, j0, j1):
-    """D_out[s, j] *= f'(z[s, j]), f' written from a = A[s, j], on the tile [s0, s1) x [j0, j1)."""
-    for s in range(s0, s1):
-        for j in unsigned_range(j0, j1):
-            D_out[s, j] *= derivative(code, A[s, j])
+@njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
+def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
+    """Tiles [t0, t1) of `dense_backward`, each 4 samples x `columns` units, numbered row by row:
+    a task. Each tile's row sums are multiplied by f'(z) = f'(a) while the tile is in L1."""
+    S, n_in = D_out.shape
+    one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
+    for t in range(t0, t1):
+        s0, s1, j0, j1 = _tile(t, S, n_in, columns)
+        _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
+        for s in range(s0, s1):
+            for j in unsigned_range(j0, j1):
+                D_out[s, j] *= derivative(code, A[s, j])
 
 
 # ----------------------------------------------------------------------------- gradient
@@ -286,15 +312,15 @@ def dense_weight_gradient(D, A, alpha, beta, G):
     alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
     DT = D.T  # a view: δ[s, k] read as DT[k, s], one scalar per term
     columns = _column_block(n_out, n_in)
-    n_tiles, n_col_tiles = _n_tiles(n_out, n_in, TILE, columns)
+    n_tiles, n_tasks = _row_tasks(n_out, n_in, columns)
     if D.shape[0] * G.size < PARALLEL_WORK:
-        for t in range(n_tiles):
-            k0, k1, j0, j1 = _tile(t, n_col_tiles, n_out, n_in, TILE, columns)
-            _row_sums(DT, A, alpha_, beta_, G, k0, k1, j0, j1)
+        for t in range(n_tasks):
+            t0, t1 = _run(t, n_tasks, n_tiles)
+            _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
     else:
-        for t in prange(n_tiles):
-            k0, k1, j0, j1 = _tile(t, n_col_tiles, n_out, n_in, TILE, columns)
-            _row_sums(DT, A, alpha_, beta_, G, k0, k1, j0, j1)
+        for t in prange(n_tasks):
+            t0, t1 = _run(t, n_tasks, n_tiles)
+            _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
 
 
 @njit(cache=True)
@@ -339,8 +365,7 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles,
             # sample tile after sample tile (as in `dense_forward`), while those rows are in cache
             u0, u1 = g * width, min(g * width + width, n_unit_tiles)
-            for u in range(u0, u1):
-                _row_sums(DT, A_prev, alpha_, cast_like(W, 1), W, u * TILE, min(u * TILE + TILE, n_out), 0, W.shape[1])
+            _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
             for s0 in range(0, S, TILE):
                 for u in range(u0, u1):
                     _forward_tile(A, W, b, code, A_out, s0, min(s0 + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
