@@ -8,7 +8,7 @@ import math
 
 from numba import njit
 
-from .common import cast_like
+from .common import cast_like, unsigned_range
 
 IDENTITY, RELU, TANH, SIGMOID = 0, 1, 2, 3
 
@@ -47,3 +47,18 @@ def derivative(code, a):
     if code == SIGMOID:
         return a * (1 - a)
     return cast_like(a, 1)
+
+
+@njit(cache=True)
+def activate_block(code, A, s0, s1, k0, k1):
+    """A[s, k] = f(A[s, k]) for the activation `code` on the block [s0, s1) x [k0, k1) of A.
+
+    The forward kernels store z = b + Σ W a from their register tiles and call this once per task,
+    while the block is in cache: one compiled copy of the table, where applying f inside the tiles
+    inlined it into every tile path of every kernel. The unsigned k lets the loop vectorise.
+    """
+    if code == IDENTITY:
+        return
+    for s in range(s0, s1):
+        for k in unsigned_range(k0, k1):
+            A[s, k] = activate(code, A[s, k])
