@@ -32,6 +32,17 @@ def _cast_like(x, value):
     return lambda x, value: dtype(value)
 
 
+#: a parallel loop is cut into about this many tasks: enough that each thread's share varies little
+#: with where prange cuts the run of tasks, few enough that a task's call costs nothing
+TASKS = 32
+
+
+@njit(inline="always", cache=True)
+def task_range(t, n_tasks, n):
+    """Items [i0, i1) of task t when n items are cut into n_tasks runs that differ by at most one."""
+    return t * n // n_tasks, (t + 1) * n // n_tasks
+
+
 @njit(inline="always", cache=True)
 def unsigned_range(start, stop):
     """range(start, stop) with an unsigned index. Numba wraps negative indices around, and that

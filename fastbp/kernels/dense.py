@@ -29,11 +29,11 @@ on the shapes (never on the thread count), so results are bit-identical for any 
 from numba import njit, prange
 
 from .activations import activate_block, derivative
-from .common import FASTMATH, PARALLEL_WORK, NoAliasCompiler, cast_like, unsigned_range
+from .common import FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, task_range, unsigned_range
 
 TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
-TASKS = 8  # the row-sum kernels split rows into column blocks until about this many tasks (the forward: 4x)
+MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
 GROUP = 16  # the forward's tiles come in groups of up to this many unit tiles: 64 rows of W, kept in L2
 MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
@@ -106,12 +106,12 @@ def _forward_tasks(S, n_out):
     """(number of tasks, groups, sample blocks per group) of `dense_forward` on an S x n_out output.
 
     The unit tiles (k) come in groups of at most GROUP (64 rows of W), all about as wide, and each
-    group's sample tiles (s) in blocks, so that there are about 4 x TASKS tasks of about equal work:
+    group's sample tiles (s) in blocks, so that there are about TASKS tasks of about equal work:
     enough that a thread's share varies little with where prange cuts the run of tasks.
     """
     n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (n_out + TILE - 1) // TILE
     n_groups = (n_u_tiles + GROUP - 1) // GROUP
-    n_blocks = max(1, min(n_s_tiles, (4 * TASKS + n_groups - 1) // n_groups))
+    n_blocks = max(1, min(n_s_tiles, (TASKS + n_groups - 1) // n_groups))
     return n_groups * n_blocks, n_groups, n_blocks
 
 
@@ -131,22 +131,16 @@ def _column_block(M, N):
     """Columns per task of a row-sum kernel on an M x N output: whole rows when there are enough
     row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few.
     The blocking never changes a result: each element is still summed in the same order."""
-    blocks = max(1, TASKS // ((M + TILE - 1) // TILE))
+    blocks = max(1, MIN_TILES // ((M + TILE - 1) // TILE))
     return max(MIN_COLUMNS, (N + blocks - 1) // blocks)
 
 
 @njit(inline="always", cache=True)
 def _row_tasks(M, N, columns):
     """(number of tiles, number of tasks) of a row-sum kernel on an M x N output in tiles of
-    4 rows x `columns`: tasks are runs of consecutive tiles (`_run`), about 4 x TASKS of them."""
+    4 rows x `columns`: tasks are runs of consecutive tiles (`task_range`), about TASKS of them."""
     n_tiles = ((M + TILE - 1) // TILE) * ((N + columns - 1) // columns)
-    return n_tiles, min(n_tiles, 4 * TASKS)
-
-
-@njit(inline="always", cache=True)
-def _run(t, n_tasks, n_tiles):
-    """Tiles [t0, t1) of task t: n_tiles cut into n_tasks runs that differ by at most one tile."""
-    return t * n_tiles // n_tasks, (t + 1) * n_tiles // n_tasks
+    return n_tiles, min(n_tiles, TASKS)
 
 
 # ----------------------------------------------------------------------------- forward
@@ -280,11 +274,11 @@ def dense_backward(D, W, A, code, D_out):
     n_tiles, n_tasks = _row_tasks(S, n_in, columns)
     if S * W.size < PARALLEL_WORK:
         for t in range(n_tasks):
-            t0, t1 = _run(t, n_tasks, n_tiles)
+            t0, t1 = task_range(t, n_tasks, n_tiles)
             _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
     else:
         for t in prange(n_tasks):
-            t0, t1 = _run(t, n_tasks, n_tiles)
+            t0, t1 = task_range(t, n_tasks, n_tiles)
             _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
 
 
@@ -319,11 +313,11 @@ def dense_weight_gradient(D, A, alpha, beta, G):
     n_tiles, n_tasks = _row_tasks(n_out, n_in, columns)
     if D.shape[0] * G.size < PARALLEL_WORK:
         for t in range(n_tasks):
-            t0, t1 = _run(t, n_tasks, n_tiles)
+            t0, t1 = task_range(t, n_tasks, n_tiles)
             _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
     else:
         for t in prange(n_tasks):
-            t0, t1 = _run(t, n_tasks, n_tiles)
+            t0, t1 = task_range(t, n_tasks, n_tiles)
             _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
 
 
