@@ -49,15 +49,23 @@ def derivative(code, a):
     return cast_like(a, 1)
 
 
+@njit(inline="always", cache=True)
+def relu_or_identity(code, z):
+    """relu(z) for the relu code, z for every other: the part of the table cheap enough to inline
+    into every register tile of the forward kernels. `activate_block` applies the rest."""
+    return z if code != RELU or z > 0 else cast_like(z, 0)
+
+
 @njit(cache=True)
 def activate_block(code, A, s0, s1, k0, k1):
-    """A[s, k] = f(A[s, k]) for the activation `code` on the block [s0, s1) x [k0, k1) of A.
+    """A[s, k] = f(A[s, k]) on the block [s0, s1) x [k0, k1) of A, for the activations that
+    `relu_or_identity` leaves to it (tanh, sigmoid).
 
-    The forward kernels store z = b + Σ W a from their register tiles and call this once per task,
-    while the block is in cache: one compiled copy of the table, where applying f inside the tiles
-    inlined it into every tile path of every kernel. The unsigned k lets the loop vectorise.
+    The forward kernels call it once per task, after their tiles, while the block is in L1: one
+    compiled copy of those functions instead of one in every tile path of every forward kernel.
+    The unsigned k lets the loop vectorise.
     """
-    if code == IDENTITY:
+    if code == IDENTITY or code == RELU:
         return
     for s in range(s0, s1):
         for k in unsigned_range(k0, k1):

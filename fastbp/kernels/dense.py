@@ -19,16 +19,16 @@ holds everything inlined into it again (flattening three wrappers took a cold fi
 from 41 to 36 s). The row-sum kernels' loops call one compiled task function each
 (`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
 type instead of once per branch and kernel. (The forward's tiles ran 5-40% slower in such a task
-function: LLVM laid out their loops differently. They stay inlined, but without the activation
-table, which `activate_block` applies once per task: inlined into every tile path, it had cost
-4 of the dense kernels' 15 s of compilation.)
+function: LLVM laid out their loops differently. They stay inlined, with relu alone of the
+activation table; `activate_block` applies tanh and sigmoid once per task, which saves 0.7 s. Taking
+relu out of the tiles too would save 1.9 s more, but the 256→128 forward ran 3-4% slower.)
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
 """
 from numba import njit, prange
 
-from .activations import activate_block, derivative
+from .activations import activate_block, derivative, relu_or_identity
 from .common import FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, task_range, unsigned_range
 
 TILE = 4  # output rows (samples s, or units k) per register tile
@@ -159,8 +159,8 @@ def dense_forward(A, W, b, code, A_out):
     `dense_weight_gradient` writes on that same thread. Each core then keeps its half of W in its
     own cache from step to step, instead of fetching the rows the other core has just written.
     Tile ranges are worked out once per task, not once per tile: their integer divisions took 3-7%
-    of the time on the reference shapes. The tiles store z = b + Σ W a; f is applied to the task's
-    block just after (`activate_block`), while it is in L1.
+    of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
+    applied to the task's block just after (`activate_block`), while it is in L1.
     """
     S, n_out = A_out.shape
     n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
@@ -169,36 +169,37 @@ def dense_forward(A, W, b, code, A_out):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
     else:
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _forward_tile(A, W, b, A_out, s0, s1, k0, k1):
-    """z[s, k] = b[k] + Σ_j W[k, j] a^{l-1}[s, j] on the [s0, s1) x [k0, k1) tile of `dense_forward`:
-    a 4 x 4 register tile when it is full, 1 x 4 tiles for the samples of a partial tile (batch 1
-    included), single sums at the last units."""
+def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
+    """a[s, k] = relu(b[k] + Σ_j W[k, j] a^{l-1}[s, j]) for relu, z = b[k] + Σ ... for the other codes
+    (`activate_block` follows), on the [s0, s1) x [k0, k1) tile of `dense_forward`: a 4 x 4 register
+    tile when it is full, 1 x 4 tiles for the samples of a partial tile (batch 1 included), single
+    sums at the last units."""
     if s1 - s0 == TILE and k1 - k0 == TILE:
         c = _dot4x4(A, s0, W, k0)
         for i in range(TILE):
             for q in range(TILE):
-                A_out[s0 + i, k0 + q] = c[TILE * i + q] + b[k0 + q]
+                A_out[s0 + i, k0 + q] = relu_or_identity(code, c[TILE * i + q] + b[k0 + q])
     elif k1 - k0 == TILE:
         for s in range(s0, s1):
             c = _dot1x4(A, s, W, k0)
             for q in range(TILE):
-                A_out[s, k0 + q] = c[q] + b[k0 + q]
+                A_out[s, k0 + q] = relu_or_identity(code, c[q] + b[k0 + q])
     else:
         for s in range(s0, s1):
             for k in range(k0, k1):
-                A_out[s, k] = _dot(A, s, W, k) + b[k]
+                A_out[s, k] = relu_or_identity(code, _dot(A, s, W, k) + b[k])
 
 
 # ----------------------------------------------------------------------------- row sums
@@ -367,5 +368,5 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
