@@ -267,8 +267,9 @@ def dense_backward(D, W, A, code, D_out):
 
     In the forward pass a^l = f(b + W a^{l-1}), so ∂z^l_k/∂a^{l-1}_j = W[k, j].
     D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
-    D_out: (S, n_in), written. Parallel over tiles of 4 samples x a block of units j (serial
-    below PARALLEL_WORK); each element is summed by one thread in order of k.
+    D_out: (S, n_in), written; it must not overlap the inputs. Parallel over runs of tiles of
+    4 samples x a block of units j (serial below PARALLEL_WORK); each element is summed by one
+    thread in order of k.
     """
     S, n_in = D_out.shape
     columns = _column_block(S, n_in)
@@ -303,9 +304,10 @@ def dense_weight_gradient(D, A, alpha, beta, G):
     """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (seed 000 eq. 11; NOTATION.md)
 
     With α = 1/S, β = 0 this is ∂E/∂W; with α = -ε/S, β = 1 it is the SGD step W ← W - ε ∂E/∂W
-    fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in).
-    Parallel over tiles of 4 units k x a block of inputs j (serial below PARALLEL_WORK): no two
-    threads add into one element (llm.c's rule), and each element is summed in order of s.
+    fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in), which
+    must not overlap D or A. Parallel over runs of tiles of 4 units k x a block of inputs j (serial
+    below PARALLEL_WORK): no two threads add into one element (llm.c's rule), and each element is
+    summed in order of s.
     """
     n_out, n_in = G.shape
     alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
