@@ -169,14 +169,16 @@ def dense_forward(A, W, b, code, A_out):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                                  u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
     else:
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                                  u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
@@ -370,5 +372,6 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S), u * TILE, min(u * TILE + TILE, n_out))
+                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                                  u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
