@@ -59,6 +59,6 @@ class NoAliasCompiler(Compiler):
     For the task functions that the kernels' loops call: `@njit(pipeline_class=NoAliasCompiler)`.
     """
 
-    def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
-        flags.noalias = True  # this compilation's own flags
-        super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
+    def define_pipelines(self):  # Numba's documented hook for a custom compiler
+        self.state.flags.noalias = True  # this compilation's own flags
+        return super().define_pipelines()
