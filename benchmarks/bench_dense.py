@@ -3,8 +3,9 @@
 One group per kernel, layer shape and batch size S. In each: `fastbp` (the kernel), `numpy` (the NumPy
 code that computes the same result, bias and relu included) and `matmul` (NumPy's matrix product for
 the same contraction alone, the issue's yardstick). S = 512 is the issue's reference batch; S = 1 is
-the batch-1 training step. Each benchmark also checks that fastbp and NumPy agree, so a fast wrong
-kernel cannot pass.
+the batch-1 training step; at S = 16 the small layers' kernels run serially (below PARALLEL_WORK), the
+path whose row sums once stayed scalar. Each benchmark also checks that fastbp and NumPy agree, so a
+fast wrong kernel cannot pass.
 
 Weight and bias gradients are timed in their training form, the fused SGD step
 `W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1); `dense_update_forward` is that step on W fused with
@@ -16,7 +17,7 @@ import pytest
 from fastbp import kernels as K
 from reference_job import LAYER_SHAPES, LEARNING_RATE
 
-BATCHES = (1, 512)
+BATCHES = (1, 16, 512)
 #: layer l = 1..L by its (n_in, n_out)
 LAYERS = {f"{n_in}x{n_out}": (n_in, n_out) for n_in, n_out in LAYER_SHAPES}
 #: the layers whose input gradient δ^{l-1} training computes: all but the first
