@@ -18,7 +18,7 @@ through another inlined wrapper. Numba copies the IR of every inlined body, and 
 holds everything inlined into it again (flattening three wrappers took a cold first fit + predict
 from 41 to 36 s). The row-sum kernels' loops call one compiled task function each
 (`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
-type instead of once per branch and kernel. (The forward's tiles ran 5-40% slower in such a task
+type instead of once per branch and kernel. (The forward's tiles ran 5-47% slower in such a task
 function: LLVM laid out their loops differently. They stay inlined, with relu alone of the
 activation table; `activate_block` applies tanh and sigmoid once per task, which saves 0.7 s. Taking
 relu out of the tiles too would save 1.9 s more, but the 256→128 forward ran 3-4% slower.)
@@ -128,7 +128,7 @@ def _forward_task(t, n_groups, n_blocks, S, n_out):
 
 @njit(inline="always", cache=True)
 def _column_block(M, N):
-    """Columns per task of a row-sum kernel on an M x N output: whole rows when there are enough
+    """Columns per tile of a row-sum kernel on an M x N output: whole rows when there are enough
     row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few.
     The blocking never changes a result: each element is still summed in the same order."""
     blocks = max(1, MIN_TILES // ((M + TILE - 1) // TILE))
