@@ -148,6 +148,24 @@ def test_activations_saturate_without_overflow(dtype):
         np.testing.assert_allclose(out, F[name][0](z.astype(float)), atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_table_computes_in_the_arrays_dtype(dtype):
+    """f and f' of a float32 value are float32: a bare 1 in `1 - a * a` once made Numba compute the
+    tanh and sigmoid derivatives (and the sigmoid) in float64, with conversions in every loop."""
+    from numba import njit, types
+
+    @njit
+    def table(a):
+        return (K.activate(K.TANH, a), K.activate(K.SIGMOID, a), K.derivative(K.TANH, a),
+                K.derivative(K.SIGMOID, a), K.derivative(K.RELU, a))
+
+    values = table(dtype(0.25))
+    assert table.nopython_signatures[0].return_type == types.UniTuple(types.float32 if dtype == np.float32
+                                                                      else types.float64, 5)
+    np.testing.assert_allclose(values, [np.tanh(0.25), 1 / (1 + np.exp(-0.25)), 1 - 0.25 ** 2, 0.25 * 0.75, 1],
+                               rtol=1e-6)
+
+
 def test_workspace_views_do_not_overlap():
     sizes = np.array([7, 5, 3], np.int64)
     offsets = K.workspace_offsets(sizes, 4)

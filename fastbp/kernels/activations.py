@@ -19,10 +19,11 @@ ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "tanh": TANH, "sigmoid": SIGM
 @njit(inline="always", cache=True)
 def sigmoid(z):
     """σ(z) = 1 / (1 + e^{-z}), evaluated without overflow for every finite z."""
+    one = cast_like(z, 1)  # a bare 1 would make a float32 z's arithmetic float64
     if z >= 0:
-        return 1 / (1 + math.exp(-z))
+        return one / (one + math.exp(-z))
     e = math.exp(z)
-    return e / (1 + e)
+    return e / (one + e)
 
 
 @njit(inline="always", cache=True)
@@ -43,9 +44,9 @@ def derivative(code, a):
     if code == RELU:
         return cast_like(a, 1) if a > 0 else cast_like(a, 0)
     if code == TANH:
-        return 1 - a * a
+        return cast_like(a, 1) - a * a
     if code == SIGMOID:
-        return a * (1 - a)
+        return a * (cast_like(a, 1) - a)
     return cast_like(a, 1)
 
 

@@ -96,24 +96,25 @@ def adam_step(params, grads, m, u, lr, beta1, beta2, eps, weight_decay, decouple
     step_size = cast_like(params, lr / (1.0 - beta1 ** t))
     root_correction = cast_like(params, math.sqrt(1.0 - beta2 ** t))
     b1, b2, eps_ = cast_like(params, beta1), cast_like(params, beta2), cast_like(params, eps)
+    c1, c2 = cast_like(params, 1.0 - beta1), cast_like(params, 1.0 - beta2)  # as torch: 1 - β in float64, then cast
     coupled = cast_like(params, 0.0 if decoupled else weight_decay)  # Adam: λ in the gradient
     shrink = cast_like(params, 1.0 - lr * weight_decay if decoupled else 1.0)  # AdamW: θ(1 - ελ)
     n_blocks = (params.shape[0] + BLOCK - 1) // BLOCK
     if params.shape[0] < PARALLEL_WORK:
         for i in range(n_blocks):
-            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps_, coupled, shrink, i)
+            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, c1, c2, eps_, coupled, shrink, i)
     else:
         for i in prange(n_blocks):
-            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps_, coupled, shrink, i)
+            _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, c1, c2, eps_, coupled, shrink, i)
 
 
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
-def _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, eps, coupled, shrink, i):
+def _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, c1, c2, eps, coupled, shrink, i):
     for p in _block(params, i):
         g = grads[p] + coupled * params[p]
         theta = shrink * params[p]
-        m[p] = b1 * m[p] + (1 - b1) * g
-        u[p] = b2 * u[p] + (1 - b2) * g * g
+        m[p] = b1 * m[p] + c1 * g
+        u[p] = b2 * u[p] + c2 * g * g
         params[p] = theta - step_size * m[p] / (math.sqrt(u[p]) / root_correction + eps)
 
 
