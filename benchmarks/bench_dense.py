@@ -63,6 +63,31 @@ def test_dense_forward(measure, rng, layer, S, impl):
         check_close(A_out, np.maximum(A @ W.T + b, 0))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_dense_forward_smooth_activation(measure, rng, activation, impl):
+    """a^1 = f(a^0 W^T + b) with f = tanh or σ on 784→256 at S = 512: the activation's share of the
+    forward (fastbp's float32 tanh and σ are vectorised polynomials, `kernels.vecmath`)."""
+    S, (n_in, n_out) = 512, LAYERS["784x256"]
+    A, W, b = relu_activations(rng, (S, n_in)), normal(rng, (n_out, n_in), 0.05), normal(rng, n_out)
+    A_out = np.empty((S, n_out), np.float32)
+    f = {"tanh": np.tanh, "sigmoid": lambda z, out: np.divide(1, 1 + np.exp(-z, out=out), out=out)}[activation]
+
+    def numpy_forward():
+        np.matmul(A, W.T, out=A_out)
+        np.add(A_out, b, out=A_out)
+        f(A_out, out=A_out)
+
+    functions = {
+        "fastbp": lambda: K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out),
+        "numpy": numpy_forward,
+        "matmul": lambda: np.matmul(A, W.T, out=A_out),
+    }
+    measure(f"dense_forward {activation} 784x256 S={S}", impl, 2 * S * n_in * n_out, functions[impl])
+    if impl != "matmul":
+        check_close(A_out, f(A @ W.T + b, out=np.empty_like(A_out)))
+
+
 # ----------------------------------------------------------------------------- backward
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("S", BATCHES)

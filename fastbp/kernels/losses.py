@@ -15,7 +15,7 @@ import math
 
 from numba import njit, prange
 
-from .activations import sigmoid
+from .vecmath import sigmoid_libm as sigmoid
 from .common import PARALLEL_ELEMENTS, cast_like
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
