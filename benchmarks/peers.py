@@ -2,7 +2,8 @@
 
 The job (`reference_job.py`): MLP 784-256-128-10, relu, softmax cross-entropy, plain SGD lr 0.01,
 float32, random samples, one epoch without shuffling. `--optimizer adam` runs the same job with Adam
-(lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library. Every library starts
+(lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library, `--activation tanh` (or
+sigmoid) with that activation in the hidden layers. Every library starts
 from the same initial weights and sees the same batches in the same order, so after the epoch all of
 them should reach the same loss; the table shows it as a check that they did the same work.
 
@@ -10,6 +11,7 @@ them should reach the same loss; the table shows it as a check that they did the
         --rounds 7 --plot benchmarks/peers.png --json peers.json
     python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
     python benchmarks/peers.py --optimizer adam --batches 16 64 128 512 --rounds 5
+    python benchmarks/peers.py --activation tanh --batches 16 128 512 --rounds 5
 
 Peers that are not installed are skipped; none of them is a dependency of fastbp.
 How each library is run:
@@ -54,6 +56,8 @@ MODULES = {"fastbp": "fastbp", "torch": "torch", "jax": "jax", "sklearn": "sklea
 EVAL_SAMPLES = 10_000
 #: Adam's settings for --optimizer adam: PyTorch's defaults, which fastbp.Adam shares
 ADAM_LR, ADAM_BETAS, ADAM_EPS = 1e-3, (0.9, 0.999), 1e-8
+#: --activation: the hidden layers' activation, by its fastbp name
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
 #: idle time before each timed run: the worker threads of the library (or BLAS) that ran before go
 #: to sleep, instead of spinning on the two cores while the next library is timed
 PAUSE_SECONDS = 0.5
@@ -64,16 +68,16 @@ PAUSE_SECONDS = 0.5
 # (seconds, params after the epoch); each `predictor_<library>(params)` returns a function
 # X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,)) float32.
 
-def _fastbp_model(params):
+def _fastbp_model(params, activation):
     import fastbp
 
-    model = fastbp.MLP(list(LAYER_SIZES), activation="relu", output="softmax", dtype=DTYPE, seed=0)
+    model = fastbp.MLP(list(LAYER_SIZES), activation=activation, output="softmax", dtype=DTYPE, seed=0)
     for (W, b), W_model, b_model in zip(params, model.weights, model.biases):
         W_model[...], b_model[...] = W, b
     return model
 
 
-def train_fastbp(X, y, batch, params, optimizer):
+def train_fastbp(X, y, batch, params, optimizer, activation):
     import fastbp
 
     def fit(model, X, y):
@@ -82,21 +86,22 @@ def train_fastbp(X, y, batch, params, optimizer):
         model.fit(X, y, epochs=1, batch_size=batch, optimizer=step, shuffle=False, verbose=0)
 
     warm_up = min(len(X), max(2 * batch, 64))
-    fit(_fastbp_model(params), X[:warm_up], y[:warm_up])
-    model = _fastbp_model(params)
+    fit(_fastbp_model(params, activation), X[:warm_up], y[:warm_up])
+    model = _fastbp_model(params, activation)
     start = time.perf_counter()
     fit(model, X, y)
     seconds = time.perf_counter() - start
     return seconds, [(W.copy(), b.copy()) for W, b in zip(model.weights, model.biases)]
 
 
-def predictor_fastbp(params):
-    return _fastbp_model(params).predict_proba
+def predictor_fastbp(params, activation):
+    return _fastbp_model(params, activation).predict_proba
 
 
-def _torch_model(params):
+def _torch_model(params, activation):
     import torch
 
+    hidden = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]
     layers = []
     for l, (W, b) in enumerate(params, start=1):
         linear = torch.nn.Linear(W.shape[1], W.shape[0])
@@ -105,7 +110,7 @@ def _torch_model(params):
             linear.bias.copy_(torch.from_numpy(b))
         layers.append(linear)
         if l < len(params):
-            layers.append(torch.nn.ReLU())
+            layers.append(hidden())
     return torch.nn.Sequential(*layers)
 
 
@@ -121,12 +126,12 @@ def _torch_epoch(model, batches, optimizer_name):
         optimizer.step()
 
 
-def train_torch(X, y, batch, params, optimizer):
+def train_torch(X, y, batch, params, optimizer, activation):
     import torch
 
     batches = list(zip(torch.from_numpy(X).split(batch), torch.from_numpy(y).split(batch)))
-    _torch_epoch(_torch_model(params), batches[:3], optimizer)  # warm-up: allocator, kernels' first use
-    model = _torch_model(params)
+    _torch_epoch(_torch_model(params, activation), batches[:3], optimizer)  # warm-up: allocator, kernels' first use
+    model = _torch_model(params, activation)
     start = time.perf_counter()
     _torch_epoch(model, batches, optimizer)
     seconds = time.perf_counter() - start
@@ -134,10 +139,10 @@ def train_torch(X, y, batch, params, optimizer):
     return seconds, [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears]
 
 
-def predictor_torch(params):
+def predictor_torch(params, activation):
     import torch
 
-    model = _torch_model(params)
+    model = _torch_model(params, activation)
 
     def predict_proba(X):
         with torch.no_grad():
@@ -146,15 +151,16 @@ def predictor_torch(params):
     return predict_proba
 
 
-def _jax_functions():
+def _jax_functions(activation):
     """(logits(params, x), loss(params, x, labels)) in JAX."""
     import jax
     import jax.numpy as jnp
 
+    hidden = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[activation]
     def logits(params, x):
         a = x
         for W, b in params[:-1]:
-            a = jax.nn.relu(a @ W.T + b)
+            a = hidden(a @ W.T + b)
         W, b = params[-1]
         return a @ W.T + b
 
@@ -165,12 +171,12 @@ def _jax_functions():
     return logits, loss
 
 
-def _jax_step(optimizer):
+def _jax_step(optimizer, activation):
     """(init(params) -> carry, step(carry, (x, labels)) -> (carry, None), params_of(carry)): a training step
     for `jax.lax.scan`. SGD carries the parameters; Adam (optax's) carries them with its state."""
     import jax
 
-    _, loss = _jax_functions()
+    _, loss = _jax_functions(activation)
     if optimizer == "sgd":
         def sgd_step(params, batch):
             grads = jax.grad(loss)(params, *batch)
@@ -189,11 +195,11 @@ def _jax_step(optimizer):
     return (lambda params: (params, adam.init(params))), adam_step, (lambda carry: carry[0])
 
 
-def train_jax(X, y, batch, params, optimizer):
+def train_jax(X, y, batch, params, optimizer, activation):
     import jax
     import jax.numpy as jnp
 
-    init, step, params_of = _jax_step(optimizer)
+    init, step, params_of = _jax_step(optimizer, activation)
     n_batches, rest = divmod(len(X), batch)
     full = n_batches * batch
     Xb = jnp.asarray(X[:full].reshape(n_batches, batch, X.shape[1]))
@@ -213,11 +219,11 @@ def train_jax(X, y, batch, params, optimizer):
     return seconds, [(np.asarray(W), np.asarray(b)) for W, b in params_of(carry)]
 
 
-def predictor_jax(params):
+def predictor_jax(params, activation):
     import jax
     import jax.numpy as jnp
 
-    logits, _ = _jax_functions()
+    logits, _ = _jax_functions(activation)
     params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
     predict = jax.jit(lambda p, x: jax.nn.softmax(logits(p, x)))
 
@@ -227,7 +233,7 @@ def predictor_jax(params):
     return predict_proba
 
 
-def _sklearn_model(params, batch, X, optimizer="sgd"):
+def _sklearn_model(params, batch, X, optimizer="sgd", activation="relu"):
     """An MLPClassifier fitted once on a few samples (so that it knows the classes), then given `params`.
     Each later `fit` (warm_start) starts a new optimizer: Adam's moments from zero."""
     from sklearn.neural_network import MLPClassifier
@@ -236,7 +242,8 @@ def _sklearn_model(params, batch, X, optimizer="sgd"):
               if optimizer == "sgd" else
               dict(solver="adam", learning_rate_init=ADAM_LR, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1],
                    epsilon=ADAM_EPS))
-    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation="relu", learning_rate="constant",
+    hidden = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic"}[activation]
+    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation=hidden, learning_rate="constant",
                           alpha=0.0, batch_size=batch, max_iter=1, shuffle=False, early_stopping=False, tol=0.0,
                           n_iter_no_change=10**9, random_state=0, warm_start=True, **solver)
     n_classes = LAYER_SIZES[-1]
@@ -249,8 +256,8 @@ def _sklearn_model(params, batch, X, optimizer="sgd"):
     return model
 
 
-def train_sklearn(X, y, batch, params, optimizer):
-    model = _sklearn_model(params, batch, X, optimizer)
+def train_sklearn(X, y, batch, params, optimizer, activation):
+    model = _sklearn_model(params, batch, X, optimizer, activation)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning after max_iter=1
         start = time.perf_counter()
@@ -259,9 +266,9 @@ def train_sklearn(X, y, batch, params, optimizer):
     return seconds, [(W.T.copy(), b.copy()) for W, b in zip(model.coefs_, model.intercepts_)]
 
 
-def predictor_sklearn(params):
+def predictor_sklearn(params, activation):
     X, _ = reference_data(2 * LAYER_SIZES[-1], seed=2)
-    return _sklearn_model(params, 1, X).predict_proba
+    return _sklearn_model(params, 1, X, activation=activation).predict_proba
 
 
 TRAIN = {"fastbp": train_fastbp, "torch": train_torch, "jax": train_jax, "sklearn": train_sklearn}
@@ -295,7 +302,7 @@ def numpy_matmul_gflops(batch: int) -> float:
     return total_flops / total_seconds / 1e9
 
 
-def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd"):
+def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd", activation="relu"):
     """Every library's epoch and NumPy's matmul GFLOP/s, batch by batch, so that each row of the table
     is measured side by side. Within a batch the libraries take turns for `rounds` rounds, each epoch
     from the same initial weights, and each keeps its fastest epoch: on a shared machine a burst of
@@ -313,7 +320,7 @@ def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, opt
         for _ in range(rounds):
             for library in runners:
                 time.sleep(PAUSE_SECONDS)
-                seconds, after = TRAIN[library](X[:n], y[:n], batch, params, optimizer)
+                seconds, after = TRAIN[library](X[:n], y[:n], batch, params, optimizer, activation)
                 log(f"{DISPLAY[library]:>12}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
                 if library not in best or seconds < best[library][0]:
                     best[library] = seconds, after
@@ -323,11 +330,11 @@ def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, opt
             rows.append(dict(library=library, batch=batch, samples_timed=n, seconds=seconds,
                              seconds_per_epoch=seconds * len(X) / n,
                              gflops=training_flops_per_sample() * n / seconds / 1e9,
-                             loss_after=cross_entropy(after, X_eval, y_eval)))
+                             loss_after=cross_entropy(after, X_eval, y_eval, activation)))
     return rows, numpy_gflops
 
 
-def run_inference(libraries, n_samples, repeats, log):
+def run_inference(libraries, n_samples, repeats, log, activation="relu"):
     """Best-of-`repeats` seconds of predict_proba on n_samples rows, and agreement with fastbp.
 
     As in training, the libraries take turns, each call after PAUSE_SECONDS of idle time, so that a
@@ -335,8 +342,8 @@ def run_inference(libraries, n_samples, repeats, log):
     """
     params = initial_parameters()
     X, _ = reference_data(n_samples, seed=1)
-    reference = predictor_fastbp(params)(X)
-    predictors = {library: PREDICTOR[library](params) for library in libraries}
+    reference = predictor_fastbp(params, activation)(X)
+    predictors = {library: PREDICTOR[library](params, activation) for library in libraries}
     for predict in predictors.values():
         predict(X)  # warm-up: compile, first use
     best = dict.fromkeys(libraries, math.inf)
@@ -438,7 +445,8 @@ def plot(rows, libraries, path, title) -> None:
 
 
 def optimizer_label(args) -> str:
-    return f"SGD lr {LEARNING_RATE}" if args.optimizer == "sgd" else f"Adam lr {ADAM_LR}"
+    label = f"SGD lr {LEARNING_RATE}" if args.optimizer == "sgd" else f"Adam lr {ADAM_LR}"
+    return label if args.activation == "relu" else f"{args.activation}, {label}"
 
 
 def plot_title(args, info) -> str:
@@ -501,6 +509,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the ones not installed are skipped")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="SGD lr 0.01 (the reference job), or Adam with PyTorch's defaults in every library")
+    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
+                        help="the hidden layers' activation (relu: the reference job; sigmoid is scikit-learn's "
+                             "'logistic')")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--plot", type=Path, help="write a PNG plot of seconds per epoch vs batch size")
     parser.add_argument("--json", type=Path, help="write every measurement as JSON")
@@ -534,8 +545,8 @@ def main(argv=None) -> dict:
     X, y = reference_data(args.samples)
     load_before = os.getloadavg()[0]
     training, numpy_gflops = run_training(libraries, args.batches, X, y, args.samples_small_batch, args.rounds,
-                                          log, args.optimizer)
-    inference = run_inference(libraries, args.inference_samples, args.repeats, log)
+                                          log, args.optimizer, args.activation)
+    inference = run_inference(libraries, args.inference_samples, args.repeats, log, args.activation)
     info = environment(args.threads)
     info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     report = _report(args, libraries, training, numpy_gflops, inference, info)

@@ -65,16 +65,20 @@ def initial_parameters(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(W.copy(), b.copy()) for W, b in zip(model.weights, model.biases)]
 
 
-def cross_entropy(params: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.ndarray) -> float:
-    """Mean softmax cross-entropy of the network `params` on (X, y), in float64 with NumPy.
+#: the hidden activations of the peers script's --activation, in NumPy
+HIDDEN = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "sigmoid": lambda z: 0.5 * (1 + np.tanh(0.5 * z))}
 
-    Used after each library's epoch to check that all of them did the same job.
+
+def cross_entropy(params: list[tuple[np.ndarray, np.ndarray]], X: np.ndarray, y: np.ndarray,
+                  activation: str = "relu") -> float:
+    """Mean softmax cross-entropy of the network `params` (hidden layers: `activation`) on (X, y), in
+    float64 with NumPy. Used after each library's epoch to check that all of them did the same job.
     """
     a = X.astype(np.float64)
     for l, (W, b) in enumerate(params, start=1):
         a = a @ np.asarray(W, np.float64).T + np.asarray(b, np.float64)
         if l < len(params):
-            a = np.maximum(a, 0)
+            a = HIDDEN[activation](a)
     a -= a.max(axis=1, keepdims=True)
     log_probs = a - np.log(np.exp(a).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(y)), y].mean())

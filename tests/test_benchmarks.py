@@ -40,3 +40,13 @@ def test_peers_adam_runs_the_same_job(tmp_path):
     losses = {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
     # scikit-learn adds Adam's eps before the bias correction, PyTorch and fastbp after: close, not equal
     assert abs(losses["fastbp"] - losses["sklearn"]) < 5e-3
+
+
+def test_peers_activation_runs_the_same_job(tmp_path):
+    out = tmp_path / "peers.json"
+    done = run("benchmarks/peers.py", "--quick", "--activation", "sigmoid", "--libraries", "fastbp", "sklearn",
+               "--batches", "64", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "sigmoid, SGD lr 0.01" in done.stdout
+    losses = {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
+    assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # σ in both (scikit-learn's "logistic"): same loss
