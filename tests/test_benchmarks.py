@@ -31,22 +31,23 @@ def test_peers_quick_mode_runs_the_same_job(tmp_path):
     assert (tmp_path / "peers.png").stat().st_size > 0
 
 
-def test_peers_adam_runs_the_same_job(tmp_path):
+def _quick_peers_at_batch_64(tmp_path, *options: str) -> tuple[str, dict[str, float]]:
+    """(report, {library: loss after the epoch}) of the peers' quick mode with fastbp and scikit-learn."""
     out = tmp_path / "peers.json"
-    done = run("benchmarks/peers.py", "--quick", "--optimizer", "adam", "--libraries", "fastbp", "sklearn",
-               "--batches", "64", "--json", str(out))
+    done = run("benchmarks/peers.py", "--quick", *options, "--libraries", "fastbp", "sklearn", "--batches", "64",
+               "--json", str(out))
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "Adam lr 0.001" in done.stdout
-    losses = {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
+    return done.stdout, {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
+
+
+def test_peers_adam_runs_the_same_job(tmp_path):
+    report, losses = _quick_peers_at_batch_64(tmp_path, "--optimizer", "adam")
+    assert "Adam lr 0.001" in report
     # scikit-learn adds Adam's eps before the bias correction, PyTorch and fastbp after: close, not equal
     assert abs(losses["fastbp"] - losses["sklearn"]) < 5e-3
 
 
 def test_peers_activation_runs_the_same_job(tmp_path):
-    out = tmp_path / "peers.json"
-    done = run("benchmarks/peers.py", "--quick", "--activation", "sigmoid", "--libraries", "fastbp", "sklearn",
-               "--batches", "64", "--json", str(out))
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "sigmoid, SGD lr 0.01" in done.stdout
-    losses = {r["library"]: r["loss_after"] for r in json.loads(out.read_text())["training"]}
+    report, losses = _quick_peers_at_batch_64(tmp_path, "--activation", "sigmoid")
+    assert "sigmoid, SGD lr 0.01" in report
     assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # σ in both (scikit-learn's "logistic"): same loss

@@ -45,9 +45,8 @@ def _float32_from_bits(typingctx, bits):
 def exp32(x):
     """e^x of a float32 x (Cephes expf, within 1 ulp); 0 below EXP_MIN, e^EXP_MAX (2.4e38) above EXP_MAX.
 
-    The two exp32 callers need no more: σ takes e^{-|z|} ≤ 1, and tanh's 1 - 2/(e^{2|z|} + 1) is 1 from
-    |z| = 9 on. Selects, not branches, and no reassigned ternary (Numba's SSA pass warns about those
-    when inlined into loops)."""
+    Its two callers need no more: σ takes e^{-|z|} ≤ 1, and tanh's 1 - 2/(e^{2|z|} + 1) is 1 from
+    |z| = 9 on. The range is handled by a clamp and a product, not by branches, so that it vectorises."""
     xc = min(max(x, EXP_MIN), EXP_MAX)
     n = np.floor(xc * LOG2E + F(0.5))  # np.floor keeps float32; math.floor would give an int64
     r = xc - n * LN2_HI - n * LN2_LO
