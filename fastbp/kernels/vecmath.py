@@ -11,8 +11,8 @@ A tanh layer's forward spent as long in `tanhf` as in its matrix product (784→
 - tanh z = z + z³P(z²) for |z| < 0.625, else sign(z) (1 - 2 / (e^{2|z|} + 1));
 - σ(z) = 1 / (1 + e^{-|z|}) for z ≥ 0, else e^{-|z|} σ(|z|): no exp overflows.
 
-Measured against float64 NumPy on 3.2 million float32 values in [-100, 100] and 10^-30..100: tanh
-within 1.3 ulp, σ within 2.6 ulp, NaN in gives NaN out, ±inf give the limits. Float64 keeps the C
+Against float64 NumPy on the 800,001 float32 values of tests/test_vecmath.py (-100..100, and ±10^-30..10^2):
+exp within 0.97 ulp, tanh 1.2 ulp, σ 2.4 ulp; NaN gives NaN, ±inf the limits. Float64 keeps the C
 library's functions: `tanh`, `sigmoid` pick by type at compile time. Loops over them must be compiled
 with `error_model="numpy"`: Python's error model checks every division for zero, which keeps the
 loop scalar.
