@@ -17,8 +17,8 @@ Peers that are not installed are skipped; none of them is a dependency of fastbp
 How each library is run:
 - fastbp: `MLP.fit(X, y, epochs=1, batch_size=B, optimizer=SGD(lr=0.01), shuffle=False, verbose=0)` (or Adam),
   after a warm-up fit on a few samples (compilation, or loading the on-disk cache, is not timed).
-- PyTorch: eager, `torch.set_num_threads(--threads)`, nn.Sequential of Linear/ReLU, CrossEntropyLoss,
-  torch.optim.SGD (or Adam), a Python loop over batches of tensors made before timing.
+- PyTorch: eager, `torch.set_num_threads(--threads)`, nn.Sequential of Linear/ReLU (or Tanh, Sigmoid),
+  CrossEntropyLoss, torch.optim.SGD (or Adam), a Python loop over batches of tensors made before timing.
 - JAX: one jitted SGD step scanned over the epoch with `jax.lax.scan` (batches reshaped to
   (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
   Adam is optax.adam (JAX is skipped for Adam when optax is not installed).
@@ -64,9 +64,10 @@ PAUSE_SECONDS = 0.5
 
 
 # ============================================================================ the libraries
-# Each `train_<library>(X, y, batch, params)` trains one epoch from the initial `params` and returns
-# (seconds, params after the epoch); each `predictor_<library>(params)` returns a function
-# X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,)) float32.
+# Each `train_<library>(X, y, batch, params, optimizer, activation)` trains one epoch from the initial
+# `params` and returns (seconds, params after the epoch); each `predictor_<library>(params, activation)`
+# returns a function X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,)) float32;
+# activation: the hidden layers' (`HIDDEN_ACTIVATIONS`).
 
 def _fastbp_model(params, activation):
     import fastbp
