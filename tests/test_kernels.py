@@ -2,6 +2,7 @@
 4 x 4 tile (sizes 1..9) and in both dtypes."""
 import numpy as np
 import pytest
+from numba import njit, types
 
 from fastbp import kernels as K
 from reference import F, output_and_loss
@@ -152,8 +153,6 @@ def test_activations_saturate_without_overflow(dtype):
 def test_activation_table_computes_in_the_arrays_dtype(dtype):
     """f and f' of a float32 value are float32: a bare 1 in `1 - a * a` once made Numba compute the
     tanh and sigmoid derivatives (and the sigmoid) in float64, with conversions in every loop."""
-    from numba import njit, types
-
     @njit
     def table(a):
         return (K.activate(K.TANH, a), K.activate(K.SIGMOID, a), K.derivative(K.TANH, a),

@@ -15,7 +15,7 @@ import math
 
 from numba import njit, prange
 
-from .vecmath import sigmoid_libm as sigmoid
+from .vecmath import sigmoid_libm
 from .common import PARALLEL_ELEMENTS, cast_like
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
@@ -71,7 +71,7 @@ def _sigmoid_bce_row(Z, T, s, A_out, D):
     for k in range(Z.shape[1]):
         t = T[s, k]
         z = Z[s, k]
-        a = sigmoid(z)
+        a = sigmoid_libm(z)
         loss += max(z, cast_like(z, 0)) - t * z + math.log1p(math.exp(-abs(z)))
         A_out[s, k] = a
         D[s, k] = a - t
@@ -145,7 +145,7 @@ def _output_row(Z, code, s, A_out):
             A_out[s, k] /= total
     elif code == SIGMOID_BCE:
         for k in range(Z.shape[1]):
-            A_out[s, k] = sigmoid(Z[s, k])
+            A_out[s, k] = sigmoid_libm(Z[s, k])
     else:
         for k in range(Z.shape[1]):
             A_out[s, k] = Z[s, k]
