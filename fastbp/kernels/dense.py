@@ -206,16 +206,16 @@ def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
 
 # ----------------------------------------------------------------------------- row sums
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
-    """out[m0+i, j] += Σ_{q<8} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
+def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
+    """out[m0+i, j] += Σ_{q<n} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
 
-    The q loop has a constant trip count, so LLVM unrolls it and vectorises the j loop with the
-    four sums in registers: 8 loads of Y feed 32 FMAs. The factors α X are loop-invariant and
-    computed once per tile, so α costs no multiply in the loop.
+    The q loop has a constant trip count n (8, or 4 and 2 for the last terms), so LLVM unrolls it
+    and vectorises the j loop with the four sums in registers: 8 loads of Y feed 32 FMAs. The
+    factors α X are loop-invariant and computed once per tile, so α costs no multiply in the loop.
     """
     for j in unsigned_range(j0, j1):
         c0 = c1 = c2 = c3 = cast_like(out, 0)
-        for q in range(CHUNK):
+        for q in range(n):
             y = Y[p0 + q, j]
             c0 += (alpha * X[m0, p0 + q]) * y
             c1 += (alpha * X[m0 + 1, p0 + q]) * y
@@ -231,9 +231,10 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1):
 def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
 
-    Full tiles of 4 rows take the register tile for each chunk of 8 terms; the remaining terms,
-    and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a relu unit
-    that was off in the layer above contributes nothing: seed 002's skipped sum).
+    Full tiles of 4 rows take the register tile for each chunk of 8 terms, then for 4 and 2 of the
+    P % 8 terms left (a 10-unit output layer's backward: 8 + 2). The last term, if one is left, and
+    rows beyond a full tile are added one term at a time, skipping zero X[m, p] (a relu unit that
+    was off in the layer above contributes nothing: seed 002's skipped sum).
     """
     if beta != 1:
         for m in range(m0, m1):
@@ -243,6 +244,12 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
     for p0 in range(0, p_tiled, CHUNK):
         _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1)
+    if m1 - m0 == TILE and P % CHUNK >= 4:
+        _rows_chunk(X, Y, alpha, out, m0, p_tiled, j0, j1, 4)
+        p_tiled += 4
+    if m1 - m0 == TILE and P % 4 >= 2:
+        _rows_chunk(X, Y, alpha, out, m0, p_tiled, j0, j1, 2)
+        p_tiled += 2
     for m in range(m0, m1):
         for p in range(p_tiled, P):
             x = alpha * X[m, p]
