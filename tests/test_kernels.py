@@ -165,11 +165,16 @@ def test_activation_table_computes_in_the_arrays_dtype(dtype):
                                rtol=1e-6)
 
 
-def test_workspace_views_do_not_overlap():
-    sizes = np.array([7, 5, 3], np.int64)
-    offsets = K.workspace_offsets(sizes, 4)
-    starts = sorted(offsets[:-1].ravel().tolist() + offsets[-1].tolist())
-    assert offsets[-1, 2] == starts[-1] and np.all(np.diff(starts) >= 0)
+def test_workspace_views_do_not_overlap_and_start_on_cache_lines():
+    sizes, B = np.array([7, 5, 3], np.int64), 4
+    offsets = K.workspace_offsets(sizes, B)
+    # (start, size) of a^l and δ^l for l = 0..2, then of the targets and the per-sample losses
+    buffers = [(offsets[l, col], B * sizes[l]) for l in range(3) for col in range(2)]
+    buffers += [(offsets[3, 0], B * sizes[2]), (offsets[3, 1], B)]
+    buffers.sort()
+    assert all(start + size <= following for (start, size), (following, _) in zip(buffers, buffers[1:]))
+    assert buffers[-1][0] + buffers[-1][1] <= offsets[3, 2]  # the total size
+    assert all(start % K.LINE == 0 for start, _ in buffers) and offsets[3, 2] % K.LINE == 0
     params = K.param_offsets(sizes)
     assert params[-1, 0] == 7 * 5 + 5 + 5 * 3 + 3
 

@@ -21,6 +21,16 @@ def test_weights_have_the_documented_shapes_and_init():
     assert all((b == 0).all() for b in m.biases)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_workspaces_start_on_a_cache_line(dtype):
+    """NumPy's large arrays start 16 bytes past a 64-byte line; training's buffers must not (kernels.LINE)."""
+    model = fastbp.MLP([784, 256, 10], dtype=dtype)
+    for batch, copies in [(1, 1), (7, 2), (512, 2)]:
+        work = model._workspace(batch, copies)
+        assert work.ctypes.data % 64 == 0 and work.dtype == dtype
+        assert work.size == copies * fastbp.kernels.workspace_offsets(model._sizes, batch)[-1, 2]
+
+
 def test_seed_fixes_initialisation_for_both_dtypes():
     a, b = fastbp.MLP([5, 4, 3], seed=7), fastbp.MLP([5, 4, 3], seed=7, dtype=np.float64)
     np.testing.assert_array_equal(a.weights[0], b.weights[0].astype(np.float32))

@@ -29,6 +29,7 @@ from .optimizers import (
     sgd_step,
 )
 from .training import (
+    LINE,
     evaluate_epoch,
     forward,
     forward_backward,
@@ -49,7 +50,7 @@ __all__ = [
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
     "param_offsets", "predict_outputs", "train_epoch", "workspace_offsets", "train_epoch_optimizer",
-    "evaluate_epoch",
+    "evaluate_epoch", "LINE",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",
 ]

@@ -29,6 +29,10 @@ warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
 
 # columns of the workspace offset table: a^l and δ^l
 A_, D_ = 0, 1
+#: elements per 64-byte cache line of float32 (two lines of float64). The workspace's buffers start on
+#: one, and so do their rows when n_l is a multiple of 16 (784, 256, 128): then no vector load or
+#: store of a row sum straddles two lines (which made the 128→10 backward 20% slower)
+LINE = 16
 
 
 @njit(cache=True)
@@ -52,6 +56,8 @@ def workspace_offsets(sizes, B):
     each a (B, n_l) buffer, of which a batch of S ≤ B rows uses the first S.
 
     Row L+1 holds the targets t (column 0), the per-sample losses (column 1) and the total size (column 2).
+    Every buffer, and the total, starts on a multiple of LINE elements: in a workspace whose data starts
+    on a cache line (`MLP._workspace`), so does every buffer.
     """
     L = sizes.shape[0] - 1
     offsets = np.zeros((L + 2, 3), np.int64)
@@ -59,13 +65,18 @@ def workspace_offsets(sizes, B):
     for l in range(L + 1):
         for col in (A_, D_):
             offsets[l, col] = off
-            off += B * sizes[l]
+            off = _line_up(off + B * sizes[l])
     offsets[L + 1, 0] = off
-    off += B * sizes[L]
+    off = _line_up(off + B * sizes[L])
     offsets[L + 1, 1] = off
-    off += B
-    offsets[L + 1, 2] = off
+    offsets[L + 1, 2] = _line_up(off + B)
     return offsets
+
+
+@njit(inline="always", cache=True)
+def _line_up(off):
+    """off rounded up to a multiple of LINE."""
+    return (off + LINE - 1) // LINE * LINE
 
 
 @njit(inline="always", cache=True)
