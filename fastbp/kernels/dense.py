@@ -209,8 +209,8 @@ def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
 def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
     """out[m0+i, j] += Σ_{q<n} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
 
-    The q loop has a constant trip count n (8, or 4 and 2 for the last terms), so LLVM unrolls it
-    and vectorises the j loop with the four sums in registers: 8 loads of Y feed 32 FMAs. The
+    The q loop has a constant trip count n (8, or 2 for the backward's last terms), so LLVM unrolls
+    it and vectorises the j loop with the four sums in registers: 8 loads of Y feed 32 FMAs. The
     factors α X are loop-invariant and computed once per tile, so α costs no multiply in the loop.
     """
     for j in unsigned_range(j0, j1):
@@ -228,13 +228,16 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
+def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, pairs=False):
     """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
 
-    Full tiles of 4 rows take the register tile for each chunk of 8 terms, then for 4 and 2 of the
-    P % 8 terms left (a 10-unit output layer's backward: 8 + 2). The last term, if one is left, and
-    rows beyond a full tile are added one term at a time, skipping zero X[m, p] (a relu unit that
-    was off in the layer above contributes nothing: seed 002's skipped sum).
+    Full tiles of 4 rows take the register tile for each chunk of 8 terms, and with `pairs` for each
+    pair of the P % 8 terms left (the backward's: a 10-unit output layer is 8 + 2 terms). The terms
+    left then, and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a
+    relu unit that was off in the layer above contributes nothing: seed 002's skipped sum). `pairs`
+    is a compile-time choice: Numba prunes the branch when it is left out, and the weight gradient
+    (whose terms are samples, a multiple of 8 in most batches) leaves it out. Tiles of 4 and 2
+    terms in every row sum cost 3 s of compilation; the pair tile in the backward alone, 0.2-0.3 s.
     """
     if beta != 1:
         for m in range(m0, m1):
@@ -244,12 +247,10 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1):
     p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
     for p0 in range(0, p_tiled, CHUNK):
         _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1)
-    if m1 - m0 == TILE and P % CHUNK >= 4:
-        _rows_chunk(X, Y, alpha, out, m0, p_tiled, j0, j1, 4)
-        p_tiled += 4
-    if m1 - m0 == TILE and P % 4 >= 2:
-        _rows_chunk(X, Y, alpha, out, m0, p_tiled, j0, j1, 2)
-        p_tiled += 2
+    if pairs and m1 - m0 == TILE:
+        for p0 in range(p_tiled, P - 1, 2):
+            _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, 2)
+        p_tiled = P - (P - p_tiled) % 2
     for m in range(m0, m1):
         for p in range(p_tiled, P):
             x = alpha * X[m, p]
@@ -301,7 +302,7 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
     one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
     for t in range(t0, t1):
         s0, s1, j0, j1 = _tile(t, S, n_in, columns)
-        _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1)
+        _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1, True)
         for s in range(s0, s1):
             for j in unsigned_range(j0, j1):
                 D_out[s, j] *= derivative(code, A[s, j])
