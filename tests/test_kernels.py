@@ -9,7 +9,7 @@ from reference import F, output_and_loss
 
 CODES = {"identity": K.IDENTITY, "relu": K.RELU, "tanh": K.TANH, "sigmoid": K.SIGMOID}
 # (37, 33, 10) and (15, 6, 23) leave 2 and 7 terms after the 8-term tiles of the row sums: the backward takes
-# them in pairs, the last one alone; (5, 9, 7) and (4, 4, 4) have only pairs (and one single term)
+# them in pairs, the last one alone; (4, 4, 4) and (5, 9, 7) have 4 and 7 terms, all in the pairs and one alone
 SHAPES = [(1, 1, 1), (1, 5, 3), (3, 4, 4), (4, 4, 4), (5, 9, 7), (8, 3, 12), (9, 17, 5), (37, 33, 10), (15, 6, 23),
           (13, 20, 150), (70, 40, 150)]  # 150 units: 3 groups of forward tiles, one partial; serial, then parallel
 DTYPES = [np.float64, np.float32]
