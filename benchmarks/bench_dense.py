@@ -13,7 +13,7 @@ the next batch's forward, as plain SGD trains (the numbers to compare: it agains
 
 Every array starts on a 64-byte cache line, as the buffers of training's workspace do (`MLP._workspace`).
 NumPy's own large arrays start 16 bytes past one, and there the row sums' vector loads and stores
-straddle two lines: the 128→10 backward ran 20% slower (2026-11-28), NumPy's matmul 1-5%.
+straddle two lines: the 128→10 backward ran 17-20% slower (2026-11-28), NumPy's matmul 5-7%.
 """
 import numpy as np
 import pytest
