@@ -11,7 +11,7 @@ Weight and bias gradients are timed in their training form, the fused SGD step
 `W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1); `dense_update_forward` is that step on W fused with
 the next batch's forward, as plain SGD trains (the numbers to compare: it against forward + gradient).
 
-Every array starts on a 64-byte cache line, as the buffers of training's workspace do (`MLP._workspace`).
+Every array starts on a 64-byte cache line, as fastbp's parameters and training buffers do (`fastbp.buffers`).
 NumPy's own large arrays start 16 bytes past one, and there the row sums' vector loads and stores
 straddle two lines: the 128→10 backward ran 17-20% slower (2026-11-28), NumPy's matmul 5-7%.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fastbp import kernels as K
+from fastbp.buffers import copy_on_a_line, empty_on_a_line
 from reference_job import LAYER_SHAPES, LEARNING_RATE
 
 BATCHES = (1, 16, 512)
@@ -29,26 +30,17 @@ BACKWARD_LAYERS = dict(list(LAYERS.items())[1:])
 IMPLS = ("fastbp", "numpy", "matmul")
 
 
-def on_a_line(array):
-    """A copy of `array` whose data starts on a 64-byte cache line."""
-    buffer = np.empty(array.size + 64 // array.itemsize, array.dtype)
-    start = -buffer.ctypes.data % 64 // array.itemsize
-    copy = buffer[start:start + array.size].reshape(array.shape)
-    copy[...] = array
-    return copy
-
-
 def empty(shape):
-    return on_a_line(np.empty(shape, np.float32))
+    return empty_on_a_line(shape, np.float32)
 
 
 def relu_activations(rng, shape):
     """a = relu(z) with z standard normal: about half the units are off, as in a trained network."""
-    return on_a_line(np.maximum(rng.standard_normal(shape, dtype=np.float32), 0))
+    return copy_on_a_line(np.maximum(rng.standard_normal(shape, dtype=np.float32), 0))
 
 
 def normal(rng, shape, scale=1.0):
-    return on_a_line((scale * rng.standard_normal(shape)).astype(np.float32))
+    return copy_on_a_line((scale * rng.standard_normal(shape)).astype(np.float32))
 
 
 def check_close(actual, expected):

@@ -9,6 +9,7 @@ import pytest
 
 import fastbp
 from fastbp import kernels as K
+from fastbp.buffers import empty_on_a_line
 from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, N_CLASSES, initial_parameters, numpy_sgd_step,
                            reference_data, training_flops_per_sample)
 
@@ -63,8 +64,8 @@ def test_gather_shuffled_batch(measure, data, batch, impl):
     sizes = np.array(LAYER_SIZES, np.int64)
     index = np.random.default_rng(0).permutation(len(X))[:batch]
     woff = K.workspace_offsets(sizes, batch)
-    work = np.empty(woff[-1, 2], DTYPE)
-    A0, Tb = np.empty((batch, X.shape[1]), DTYPE), np.empty((batch, N_CLASSES), DTYPE)
+    work = empty_on_a_line(woff[-1, 2], DTYPE)  # as a model's workspace, and NumPy's outputs alike
+    A0, Tb = empty_on_a_line((batch, X.shape[1]), DTYPE), empty_on_a_line((batch, N_CLASSES), DTYPE)
     gathers = {
         "fastbp": lambda: K.batch_rows(X, T, index, work, woff, sizes),
         "numpy": lambda: (np.take(X, index, axis=0, out=A0), np.take(T, index, axis=0, out=Tb)),

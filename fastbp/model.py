@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import kernels as K
+from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
 from .threading import parallel_section
@@ -58,7 +59,7 @@ class MLP:
         self._codes = np.array([K.ACTIVATIONS[a] for a in self.activations] + [K.OUTPUTS[self.output]],
                                dtype=np.int64)
         self._offsets = K.param_offsets(self._sizes)
-        self._params = np.zeros(self._offsets[-1, 0], dtype=self.dtype)
+        self._params = zeros_on_a_line(self._offsets[-1, 0], self.dtype)
         self.weights, self.biases = self._views(self._params)
         self._initialise(np.random.default_rng(seed))
         self.optimizer: Optimizer | None = None  # the optimizer of the last fit, continued by the next
@@ -87,11 +88,8 @@ class MLP:
 
     def _workspace(self, batch: int, copies: int = 1) -> np.ndarray:
         """`copies` workspaces for batches of up to `batch` rows, one after the other, starting on a
-        64-byte cache line (NumPy's own arrays start 16 bytes past one: `K.LINE`)."""
-        size = copies * K.workspace_offsets(self._sizes, batch)[-1, 2]
-        buffer = np.empty(size + K.LINE, dtype=self.dtype)
-        start = -buffer.ctypes.data % 64 // buffer.itemsize
-        return buffer[start:start + size]
+        cache line (`buffers`), as each buffer in them does (`K.workspace_offsets`)."""
+        return empty_on_a_line(copies * K.workspace_offsets(self._sizes, batch)[-1, 2], self.dtype)
 
     # ------------------------------------------------------------------ training
     def loss_and_grads(self, X, y) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
@@ -105,7 +103,7 @@ class MLP:
         """
         X, T = self._check_data(X, y)
         S = X.shape[0]
-        grads = np.empty_like(self._params)
+        grads = empty_on_a_line(self._params.shape, self.dtype)
         with parallel_section():
             loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T,
                                          self._workspace(S), K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0,
@@ -299,6 +297,7 @@ class MLP:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._params = copy_on_a_line(self._params)  # unpickled arrays start wherever NumPy put them
         self.weights, self.biases = self._views(self._params)
 
     def __repr__(self) -> str:
@@ -313,7 +312,7 @@ class _Run:
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
-        self.grads = None if self.fused else np.empty_like(model._params)
+        self.grads = None if self.fused else empty_on_a_line(model._params.shape, model.dtype)
         self.work = model._workspace(batch_size, copies=2 if self.fused else 1)  # K.train_epoch keeps two batches
         self.alpha, self.max_norm = alpha, clip_norm or 0.0
         self.diverged_loss = math.nan

@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from .buffers import copy_on_a_line
 from .kernels.checks import all_finite
 from .threading import parallel_section
 
@@ -146,15 +147,16 @@ def _as_real_array(a, name: str) -> np.ndarray:
 def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
     """arr converted to a C-contiguous, writeable `dtype` array, checked finite in one pass after the cast.
 
-    A read-only array is copied, so that the kernels see one array type and compile one variant.
+    A read-only array is copied, so that the kernels see one array type and compile one variant. An
+    array that needs no conversion is used as it is; a converted one starts on a cache line (`buffers`).
 
     A cast keeps NaN and inf, and turns a value too large for `dtype` into inf, so checking the
     converted array alone finds both; the source value then tells which message applies.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = np.ascontiguousarray(arr, dtype=dtype)
-    if not converted.flags.writeable:
-        converted = converted.copy()
+    converted = arr
+    if arr.dtype != dtype or not (arr.flags.c_contiguous and arr.flags.writeable):
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = copy_on_a_line(arr, dtype)
     if not _all_finite(converted):
         where = _first(~np.isfinite(converted))
         if not np.isfinite(arr[where]):

@@ -1,6 +1,7 @@
 """The public API: MLP construction, fit, predict, score, determinism and bad input."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp.validation import check_X
 
 
 def test_weights_have_the_documented_shapes_and_init():
@@ -22,13 +24,22 @@ def test_weights_have_the_documented_shapes_and_init():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_workspaces_start_on_a_cache_line(dtype):
-    """NumPy's large arrays start 16 bytes past a 64-byte line; training's buffers must not (kernels.LINE)."""
+def test_parameters_workspaces_and_input_copies_start_on_a_cache_line(dtype):
+    """NumPy's large arrays start 16 bytes past a 64-byte line; the arrays the kernels read and write
+    must not (fastbp.buffers), and an input that needs no conversion must not be copied for it."""
     model = fastbp.MLP([784, 256, 10], dtype=dtype)
+    assert model._params.ctypes.data % 64 == 0
+    assert pickle.loads(pickle.dumps(model))._params.ctypes.data % 64 == 0
     for batch, copies in [(1, 1), (7, 2), (512, 2)]:
         work = model._workspace(batch, copies)
         assert work.ctypes.data % 64 == 0 and work.dtype == dtype
         assert work.size == copies * fastbp.kernels.workspace_offsets(model._sizes, batch)[-1, 2]
+    other = np.float64 if dtype == np.float32 else np.float32
+    X = np.random.default_rng(0).random((300, 784)).astype(other)
+    converted = check_X(X, 784, dtype)
+    assert converted.ctypes.data % 64 == 0 and converted.dtype == dtype and np.array_equal(converted, X.astype(dtype))
+    X_ready = X.astype(dtype)
+    assert check_X(X_ready, 784, dtype) is X_ready
 
 
 def test_seed_fixes_initialisation_for_both_dtypes():

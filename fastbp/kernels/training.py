@@ -29,9 +29,9 @@ warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
 
 # columns of the workspace offset table: a^l and δ^l
 A_, D_ = 0, 1
-#: elements per 64-byte cache line of float32 (two lines of float64). The workspace's buffers start on
-#: one, and so do their rows when n_l is a multiple of 16 (784, 256, 128): then no vector load or
-#: store of a row sum straddles two lines (which made the 128→10 backward 20% slower)
+#: elements per 64-byte cache line of float32 (two lines of float64; `fastbp.buffers.LINE_BYTES`). In a
+#: workspace that starts on a line, every buffer does, and so do their rows when n_l is a multiple of
+#: 16 (784, 256, 128): then no vector load or store of a row sum straddles two lines
 LINE = 16
 
 
