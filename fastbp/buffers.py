@@ -16,7 +16,8 @@ LINE_BYTES = 64
 
 
 def empty_on_a_line(shape: int | tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array, as ``np.empty(shape, dtype)``, whose data starts on a cache line."""
+    """An uninitialised C-contiguous array, as ``np.empty(shape, dtype)``, whose data starts on a cache
+    line (unless it is empty: NumPy places an empty view's data pointer anywhere)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     buffer = np.empty(nbytes + LINE_BYTES, np.uint8)
