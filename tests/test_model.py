@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp.buffers import empty_on_a_line
 from fastbp.validation import check_X
 
 
@@ -69,6 +70,25 @@ def test_fit_is_deterministic(digits, dtype, batch_size):
         runs.append(m)
     for W, V in zip(runs[0].weights + runs[0].biases, runs[1].weights + runs[1].biases):
         np.testing.assert_array_equal(W, V)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_does_not_depend_on_where_X_starts(digits, shuffle):
+    """The same data 16 bytes past a cache line (where NumPy puts large arrays) and on one: bit-identical
+    weights. Read in place (shuffle=False), X's rows reach the dot-product tiles at either offset; a sum
+    whose order followed the address (a vectoriser peeling iterations to align) would break this."""
+    X_train, _, y_train, _ = digits
+    X_train = X_train.astype(np.float32)[:, :48]  # rows of 48 float32: 3 cache lines
+    weights = []
+    for offset in (0, 16):
+        buffer = empty_on_a_line(X_train.size + 16, np.float32)
+        X = buffer[offset // 4:offset // 4 + X_train.size].reshape(X_train.shape)
+        X[...] = X_train
+        assert X.ctypes.data % 64 == offset
+        m = fastbp.MLP([48, 40, 10], seed=5)
+        m.fit(X, y_train, epochs=1, batch_size=64, shuffle=shuffle, seed=2, verbose=0)
+        weights.append(m._params.copy())
+    np.testing.assert_array_equal(weights[0], weights[1])
 
 
 _THREADS_SCRIPT = """
