@@ -6,4 +6,5 @@ from .model import MLP
 from .optim import SGD, Adam, AdamW, ConstantLR, CosineLR, ExponentialLR, StepLR
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "SGD", "Adam", "AdamW", "ConstantLR", "CosineLR", "ExponentialLR", "StepLR", "load", "__version__"]
+__all__ = ["MLP", "SGD", "Adam", "AdamW", "ConstantLR", "CosineLR", "ExponentialLR", "StepLR", "load", "data", "kernels",
+           "__version__"]
