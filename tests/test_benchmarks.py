@@ -51,3 +51,15 @@ def test_peers_activation_runs_the_same_job(tmp_path):
     report, losses = _quick_peers_at_batch_64(tmp_path, "--activation", "sigmoid")
     assert "sigmoid, SGD lr 0.01" in report
     assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # σ in both (scikit-learn's "logistic"): same loss
+
+
+def test_two_threads_script_times_both_thread_counts(tmp_path):
+    out = tmp_path / "two_threads.json"
+    done = run("benchmarks/two_threads.py", "--seconds", "0", "--round-seconds", "0", "--samples", "64",
+               "--batch", "16", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-4000:]  # it exits with an error if 1 and 2 threads differ
+    rounds = json.loads(out.read_text())["rounds"]
+    assert len(rounds) == 1
+    assert rounds[0]["two_threads_s"] > 0 and rounds[0]["one_thread_s"] > 0
+    assert rounds[0]["slow"] is False  # the only round is the run's best
+    assert "1 rounds, 0 slow" in done.stdout
