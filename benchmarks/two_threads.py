@@ -42,7 +42,8 @@ def epoch_seconds(X: np.ndarray, y: np.ndarray, batch: int, threads: int) -> tup
     model = fastbp.MLP(LAYER_SIZES, seed=0)
     start = time.perf_counter()
     model.fit(X, y, epochs=1, batch_size=batch, optimizer=fastbp.SGD(LEARNING_RATE), shuffle=False, verbose=0)
-    return (time.perf_counter() - start) * FULL_EPOCH / len(X), model._params.copy()
+    seconds = (time.perf_counter() - start) * FULL_EPOCH / len(X)
+    return seconds, np.concatenate([a.ravel() for a in model.weights + model.biases])
 
 
 def run(seconds: float, batch: int, samples: int, slow: float, round_seconds: float = 1.0) -> list[dict]:
