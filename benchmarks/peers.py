@@ -27,6 +27,8 @@ How each library is run:
   (solver="adam") adds eps to √v before the bias correction, where PyTorch adds it after.
 Times are wall-clock seconds of one epoch, including each library's own input checks; each run starts
 after PAUSE_SECONDS of idle time, so that the previous library's worker threads have gone to sleep.
+The report ends the training table with the machine's float32 FMA peak (`fma_peak_gflops`), the
+ceiling that no step can reach, and the share of it that fastbp's step ran at.
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ import timeit
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
+from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, cross_entropy, forward_flops_per_sample,  # noqa: E402
@@ -303,6 +307,34 @@ def numpy_matmul_gflops(batch: int) -> float:
     return total_flops / total_seconds / 1e9
 
 
+#: independent FMA chains per thread in `fma_peak_gflops`: enough to keep two 512-bit FMA units busy
+#: through a 4-cycle latency (8 vectors of 16), few enough to stay in registers
+FMA_CHAINS = 128
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def _fma_chains(start, rounds):
+    """x ← x·c + d, `rounds` times over FMA_CHAINS independent x, on each of len(start) threads."""
+    n_threads = start.shape[0]
+    c, d = np.float32(0.999999), np.float32(1e-7)
+    out = np.empty((n_threads, FMA_CHAINS), np.float32)
+    for t in prange(n_threads):
+        x = np.full(FMA_CHAINS, start[t], np.float32)
+        for _ in range(rounds):
+            for v in range(FMA_CHAINS):
+                x[v] = x[v] * c + d
+        out[t] = x
+    return out
+
+
+def fma_peak_gflops(rounds: int = 500_000) -> float:
+    """This machine's float32 FMA peak in GFLOP/s on Numba's threads: a loop of nothing but FMAs in
+    registers, the ceiling of any kernel here (a dense product also loads, stores and sums)."""
+    start = np.ones(numba.get_num_threads(), np.float32)
+    seconds = best_time(lambda: _fma_chains(start, rounds), min_seconds=0.2)
+    return 2 * FMA_CHAINS * rounds * start.size / seconds / 1e9
+
+
 def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd", activation="relu"):
     """Every library's epoch and NumPy's matmul GFLOP/s, batch by batch, so that each row of the table
     is measured side by side. Within a batch the libraries take turns for `rounds` rounds, each epoch
@@ -387,6 +419,13 @@ def training_table(rows, libraries, numpy_gflops, samples) -> str:
     return "\n".join(lines)
 
 
+def peak_line(rows, peak) -> str:
+    """The machine's FMA peak, and the share of it that fastbp's step reached at each batch size."""
+    shares = ", ".join(f"{r['gflops'] / peak:.0%} at batch {r['batch']}" for r in rows if r["library"] == "fastbp")
+    return (f"This machine's float32 FMA peak on {numba.get_num_threads()} threads: {peak:.0f} GFLOP/s "
+            f"(`fma_peak_gflops`: FMAs in registers only). fastbp's step ran at {shares}.")
+
+
 def loss_table(rows, libraries) -> str:
     header = ["batch"] + [DISPLAY[lib] for lib in libraries]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
@@ -469,8 +508,6 @@ def environment(threads: int) -> dict:
         if importlib.util.find_spec(module):
             info[library] = __import__(module).__version__
     info["numpy"] = np.__version__
-    import numba
-
     info["numba"] = numba.__version__
     try:
         from threadpoolctl import threadpool_info
@@ -548,12 +585,13 @@ def main(argv=None) -> dict:
     training, numpy_gflops = run_training(libraries, args.batches, X, y, args.samples_small_batch, args.rounds,
                                           log, args.optimizer, args.activation)
     inference = run_inference(libraries, args.inference_samples, args.repeats, log, args.activation)
+    peak = fma_peak_gflops()
     info = environment(args.threads)
     info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    report = _report(args, libraries, training, numpy_gflops, inference, info)
+    report = _report(args, libraries, training, numpy_gflops, peak, inference, info)
     print(report)
     results = dict(environment=info, arguments={k: str(v) for k, v in vars(args).items()}, training=training,
-                   numpy_matmul_gflops=numpy_gflops, inference=inference)
+                   numpy_matmul_gflops=numpy_gflops, fma_peak_gflops=peak, inference=inference)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.plot:
@@ -562,7 +600,7 @@ def main(argv=None) -> dict:
     return results
 
 
-def _report(args, libraries, training, numpy_gflops, inference, info) -> str:
+def _report(args, libraries, training, numpy_gflops, peak, inference, info) -> str:
     sizes = "-".join(map(str, LAYER_SIZES))
     small = (f" * batch 1: {args.samples_small_batch:,} samples timed, scaled to {args.samples:,}."
              if args.samples_small_batch and 1 in args.batches else "")
@@ -574,6 +612,8 @@ def _report(args, libraries, training, numpy_gflops, inference, info) -> str:
         f"fastbp/peer < 1: fastbp is faster.{small} GFLOP/s count the whole step "
         f"({training_flops_per_sample():,} FLOP per sample); numpy matmul GFLOP/s: NumPy's matmul on the same "
         "step's contractions at that batch size, measured in this run.",
+        "",
+        peak_line(training, peak),
         "",
         f"Best of {args.rounds} epoch(s) per cell. Loss on the first {EVAL_SAMPLES:,} samples after the epoch "
         "(the same job gives the same loss):",

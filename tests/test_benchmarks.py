@@ -24,8 +24,12 @@ def test_peers_quick_mode_runs_the_same_job(tmp_path):
     done = run("benchmarks/peers.py", "--quick", "--libraries", "fastbp", "sklearn", "--batches", "1", "64",
                "--json", str(out), "--plot", str(tmp_path / "peers.png"))
     assert done.returncode == 0, done.stderr[-4000:]
-    training = json.loads(out.read_text())["training"]
+    results = json.loads(out.read_text())
+    training = results["training"]
     assert {(r["library"], r["batch"]) for r in training} == {("fastbp", 1), ("fastbp", 64), ("sklearn", 64)}
+    # nothing outruns the machine's FMA peak: a wrong FLOP count or a broken peak loop would
+    assert all(0 < r["gflops"] < results["fma_peak_gflops"] for r in training)
+    assert f" threads: {results['fma_peak_gflops']:.0f} GFLOP/s" in done.stdout
     losses = {r["library"]: r["loss_after"] for r in training if r["batch"] == 64}
     assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # same weights, batches and lr: same loss
     assert (tmp_path / "peers.png").stat().st_size > 0
