@@ -1,5 +1,6 @@
 """End-to-end training benchmarks: one epoch of `MLP.fit` on the reference network, against the same
-epoch written in plain NumPy, at several batch sizes; and the gather of a shuffled batch.
+epoch written in plain NumPy, at several batch sizes; the gather of a shuffled batch; and inference,
+`MLP.predict_proba` against the same forward pass in NumPy.
 
 4,096 random samples (the peers script runs the full 60,000-sample job), no shuffling, SGD lr 0.01.
 GFLOP/s count the whole step as the issue does (`reference_job.training_flops_per_sample`).
@@ -10,8 +11,8 @@ import pytest
 import fastbp
 from fastbp import kernels as K
 from fastbp.buffers import empty_on_a_line
-from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, N_CLASSES, initial_parameters, numpy_sgd_step,
-                           reference_data, training_flops_per_sample)
+from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, N_CLASSES, forward_flops_per_sample,
+                           initial_parameters, numpy_sgd_step, reference_data, training_flops_per_sample)
 
 N_SAMPLES = 4096
 BATCHES = (1, 16, 64, 512)
@@ -73,3 +74,25 @@ def test_gather_shuffled_batch(measure, data, batch, impl):
     rows, targets = measure(f"gather shuffled batch={batch}", impl, 0, gathers[impl])
     np.testing.assert_array_equal(rows, X[index])
     np.testing.assert_array_equal(targets, T[index])
+
+
+def numpy_predict_proba(params, X: np.ndarray) -> np.ndarray:
+    """Softmax outputs of the reference network in plain NumPy: relu(a W^T + b) per hidden layer."""
+    a = X
+    for W, b in params[:-1]:
+        a = np.maximum(a @ W.T + b, 0)
+    W, b = params[-1]
+    z = a @ W.T + b
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("impl", ("fastbp", "numpy"))
+def test_predict_proba(measure, data, impl):
+    """`MLP.predict_proba` (input checks included) against the same forward pass in NumPy."""
+    X, _ = data
+    model = fastbp.MLP(list(LAYER_SIZES), activation="relu", output="softmax", dtype=DTYPE, seed=0)
+    params = initial_parameters()  # the model's own weights, copied
+    predict = {"fastbp": lambda: model.predict_proba(X), "numpy": lambda: numpy_predict_proba(params, X)}[impl]
+    proba = measure(f"predict_proba {N_SAMPLES} samples", impl, forward_flops_per_sample() * N_SAMPLES, predict)
+    np.testing.assert_allclose(proba, numpy_predict_proba(params, X.astype(np.float64)), atol=1e-6)

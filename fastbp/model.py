@@ -7,6 +7,7 @@ import time
 import warnings
 from typing import Callable, Sequence
 
+import numba
 import numpy as np
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from .optim import SGD, Optimizer
 from .threading import parallel_section
 from .validation import check_positive_int, check_targets, check_X
 
-#: rows per chunk when predicting; bounds the inference workspace
+#: rows per chunk when evaluating a loss; bounds that workspace
 PREDICT_BATCH = 1024
 
 
@@ -258,10 +259,10 @@ class MLP:
     def predict_proba(self, X) -> np.ndarray:
         """Output activations a^L, shape (N, n_L): class probabilities, sigmoid outputs or values."""
         X = check_X(X, self.layer_sizes[0], self.dtype)
-        batch = min(PREDICT_BATCH, X.shape[0])
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         with parallel_section():
-            K.predict_outputs(X, self._sizes, self._codes, self._params, self._workspace(batch), batch, out)
+            work = self._workspace(K.PREDICT_ROWS, copies=numba.get_num_threads())  # one per thread
+            K.predict_outputs(X, self._sizes, self._codes, self._params, work, out)
         return out
 
     def predict(self, X) -> np.ndarray:

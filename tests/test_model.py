@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import kernels as K
 from fastbp.buffers import empty_on_a_line
 from fastbp.validation import check_X
 
@@ -130,9 +131,27 @@ def test_predict_in_chunks_matches_one_pass():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2500, 6))
     m = fastbp.MLP([6, 9, 4], activation="sigmoid", dtype=np.float64, seed=0)
-    chunked = m.predict_proba(X)  # 1024-row chunks
+    chunked = m.predict_proba(X)  # blocks of up to 64 rows, one run of them per thread
     whole = np.concatenate([m.predict_proba(X[i:i + 250]) for i in range(0, 2500, 250)])
     np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_rows", [1, 7, 64, 130, 1001])
+def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
+    """`predict_outputs` gives each thread its own blocks of rows; every row still gets the arithmetic
+    of one layer-by-layer `forward` over all of X, whatever the number of threads (workspaces)."""
+    m = fastbp.MLP([30, 40, 20, 5], activation="tanh", seed=0)
+    X = np.random.default_rng(n_rows).normal(size=(n_rows, 30)).astype(np.float32)
+    sizes, L = m._sizes, len(m.layer_sizes) - 1
+    woff = K.workspace_offsets(sizes, n_rows)
+    work = m._workspace(n_rows)
+    K.forward(sizes, m._codes, m._params, K.param_offsets(sizes), X, work, woff, n_rows)  # kernels split units
+    want = np.empty((n_rows, 5), np.float32)
+    K.output_activation(work[woff[L, 0]:woff[L, 0] + 5 * n_rows].reshape(n_rows, 5), m._codes[-1], want)
+    for threads in (1, 2, 3):
+        got = np.empty_like(want)
+        K.predict_outputs(X, sizes, m._codes, m._params, m._workspace(K.PREDICT_ROWS, threads), got)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_binary_and_multilabel_sigmoid():

@@ -163,16 +163,10 @@ def dense_forward(A, W, b, code, A_out):
     applied to the task's block just after (`activate_block`), while it is in L1.
     """
     S, n_out = A_out.shape
-    n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
     if S * W.size < PARALLEL_WORK:
-        for t in range(n_tasks):
-            st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-            for st in range(st0, st1):
-                for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
-                                  u * TILE, min(u * TILE + TILE, n_out))
-            activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+        dense_forward_serial(A, W, b, code, A_out)
     else:
+        n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
@@ -180,6 +174,26 @@ def dense_forward(A, W, b, code, A_out):
                     _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
                                   u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+
+
+# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (1.26 against
+# 1.63 µs for 16 samples on 128→10 compiled without it)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def dense_forward_serial(A, W, b, code, A_out):
+    """`dense_forward` on the calling thread: its tasks in turn, each sum in the same order.
+
+    For small layers, and for a thread that computes its own block of rows through every layer
+    (`training.predict_outputs`).
+    """
+    S, n_out = A_out.shape
+    n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
+    for t in range(n_tasks):
+        st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
+        for st in range(st0, st1):
+            for u in range(u0, u1):
+                _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                              u * TILE, min(u * TILE + TILE, n_out))
+        activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)

@@ -129,11 +129,17 @@ def output_activation(Z, code, A_out):
     there are enough of them (PARALLEL_ELEMENTS).
     """
     if Z.size < PARALLEL_ELEMENTS:
-        for s in range(Z.shape[0]):
-            _output_row(Z, code, s, A_out)
+        output_activation_serial(Z, code, A_out)
     else:
         for s in prange(Z.shape[0]):
             _output_row(Z, code, s, A_out)
+
+
+@njit(cache=True)
+def output_activation_serial(Z, code, A_out):
+    """`output_activation` on the calling thread (`training.predict_outputs`' blocks of rows)."""
+    for s in range(Z.shape[0]):
+        _output_row(Z, code, s, A_out)
 
 
 @njit(inline="always", cache=True)

@@ -14,18 +14,20 @@ from numba import njit, prange
 from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY
-from .common import PARALLEL_WORK
-from .dense import bias_gradient, dense_backward, dense_forward, dense_update_forward, dense_weight_gradient
-from .losses import count_correct, output_activation, output_loss
+from .common import PARALLEL_WORK, task_range
+from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
+                    dense_weight_gradient)
+from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
 # Every function here (and `optimizers.optimizer_step`) that calls a parallel kernel is itself compiled
 # with parallel=True, though it has no parallel loop of its own: a cached non-parallel caller of a
 # parallel function segfaults when it is loaded from the cache by a later process (numba issues #8578,
-# #4807; reproduced here). The warning that parallel=True found nothing to parallelise is expected for them.
+# #4807; reproduced here). The warning that parallel=True found nothing to parallelise is expected for them,
+# and for `dense.dense_forward_serial`, which is compiled so for its speed.
 warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
                         message=r"(?s)\s*The keyword argument 'parallel=True'"
-                                r".*fastbp.kernels.(training|optimizers)\.py")
+                                r".*fastbp.kernels.(training|optimizers|dense)\.py")
 
 # columns of the workspace offset table: a^l and δ^l
 A_, D_ = 0, 1
@@ -299,16 +301,42 @@ def evaluate_epoch(X, T, sizes, codes, params, work, batch_size):
     return total_loss, total_correct
 
 
-@njit(parallel=True, cache=True)
-def predict_outputs(X, sizes, codes, params, work, batch_size, out):
-    """out = a^L for every row of X, computed batch_size rows at a time.
+#: rows per block of `predict_outputs` (at most): a multiple of TILE; 32-128 were as fast (10,000 rows)
+PREDICT_ROWS = 64
 
-    X: (N, n_0) · out: (N, n_L), written · work: a workspace for batch capacity batch_size.
+
+@njit(parallel=True, cache=True)
+def predict_outputs(X, sizes, codes, params, work, out):
+    """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
+
+    X: (N, n_0) · out: (N, n_L), written · work: one workspace for PREDICT_ROWS rows per thread, one
+    after the other (`workspace_offsets`); their number is the number of threads used.
+    Each thread takes one contiguous run of blocks and computes every layer of them on its own, in its
+    own workspace, so no thread reads what another wrote and there is one parallel region in all.
+    (Layer by layer, each parallel kernel would split the units of every layer across the threads, and
+    each layer would read the other thread's half of the one before.) Blocks start at multiples of
+    TILE, so every row falls in the same kind of tile for any number of threads: the results are
+    those of `forward` on the whole of X, bit for bit.
     """
     N = X.shape[0]
     L = sizes.shape[0] - 1
-    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
-    for start in range(0, N, batch_size):
-        S = min(batch_size, N - start)
-        forward(sizes, codes, params, poff, X[start:start + S], work, woff, S)
-        output_activation(_mat(work, woff[L, A_], S, sizes[L]), codes[L - 1], out[start:start + S])
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
+    size = woff[-1, 2]
+    n_threads = work.shape[0] // size
+    per_thread = (N + n_threads - 1) // n_threads  # rows; blocks shrink so that every thread has some
+    rows = min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE)
+    n_blocks = (N + rows - 1) // rows
+    n_runs = min(n_threads, n_blocks)
+    for r in prange(n_runs):
+        work_r = work[r * size:(r + 1) * size]
+        b0, b1 = task_range(r, n_runs, n_blocks)
+        for block in range(b0, b1):
+            start = block * rows
+            S = min(rows, N - start)
+            A_in = X[start:start + S]
+            for l in range(1, L + 1):  # `forward`, on this thread alone
+                W, b = _weights(params, poff, sizes, l)
+                A_out = _mat(work_r, woff[l, A_], S, sizes[l])
+                dense_forward_serial(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+                A_in = A_out
+            output_activation_serial(A_in, codes[L - 1], out[start:start + S])
