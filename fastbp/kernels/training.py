@@ -324,7 +324,7 @@ def predict_outputs(X, sizes, codes, params, work, out):
     size = woff[-1, 2]
     n_threads = work.shape[0] // size
     per_thread = (N + n_threads - 1) // n_threads  # rows; blocks shrink so that every thread has some
-    rows = min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE)
+    rows = max(TILE, min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE))
     n_blocks = (N + rows - 1) // rows
     n_runs = min(n_threads, n_blocks)
     for r in prange(n_runs):
