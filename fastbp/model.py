@@ -18,10 +18,6 @@ from .optim import SGD, Optimizer
 from .threading import parallel_section
 from .validation import check_positive_int, check_targets, check_X
 
-#: rows per chunk when evaluating a loss; bounds that workspace
-PREDICT_BATCH = 1024
-
-
 class MLP:
     """A fully connected network trained by backpropagation.
 
@@ -198,13 +194,7 @@ class MLP:
 
     def evaluate(self, X, y) -> tuple[float, float | None]:
         """(mean loss E, accuracy) on (X, y), without the L2 penalty; accuracy is None for identity outputs."""
-        X, T = self._check_data(X, y)
-        batch = min(PREDICT_BATCH, X.shape[0])
-        with parallel_section():
-            loss_sum, correct = K.evaluate_epoch(X, T, self._sizes, self._codes, self._params,
-                                                 self._workspace(batch), batch)
-        accuracy = None if self.output == "identity" else correct / X.shape[0]
-        return loss_sum / X.shape[0], accuracy
+        return self._loss_and_accuracy(*self._check_data(X, y))
 
     def save(self, path) -> None:
         """Write the architecture and weights to a ``.npz`` file, atomically; `fastbp.load` reads it back exactly."""
@@ -247,13 +237,24 @@ class MLP:
         return {key: [] for key in keys + ["lr", "samples_per_second"]}
 
     def _record_validation(self, X_val, T_val, history) -> None:
-        batch = min(PREDICT_BATCH, X_val.shape[0])
-        with parallel_section():
-            loss_sum, correct = K.evaluate_epoch(X_val, T_val, self._sizes, self._codes, self._params,
-                                                 self._workspace(batch), batch)
-        history["val_loss"].append(loss_sum / X_val.shape[0])
+        loss, accuracy = self._loss_and_accuracy(X_val, T_val)
+        history["val_loss"].append(loss)
         if "val_accuracy" in history:
-            history["val_accuracy"].append(correct / X_val.shape[0])
+            history["val_accuracy"].append(accuracy)
+
+    def _loss_and_accuracy(self, X, T) -> tuple[float, float | None]:
+        """(mean loss E, accuracy or None for identity outputs) on checked (X, T), without the L2 penalty."""
+        losses = np.empty(X.shape[0], dtype=self.dtype)  # E_s
+        with parallel_section():
+            loss_sum, correct = K.evaluate_epoch(X, T, self._sizes, self._codes, self._params,
+                                                 self._row_workspaces(), losses)
+        accuracy = None if self.output == "identity" else correct / X.shape[0]
+        return loss_sum / X.shape[0], accuracy
+
+    def _row_workspaces(self) -> np.ndarray:
+        """One workspace of `K.PREDICT_ROWS` rows per Numba thread, for `K.predict_outputs` and
+        `K.evaluate_epoch`, whose threads each take their own blocks of rows through every layer."""
+        return self._workspace(K.PREDICT_ROWS, copies=numba.get_num_threads())
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X) -> np.ndarray:
@@ -261,8 +262,7 @@ class MLP:
         X = check_X(X, self.layer_sizes[0], self.dtype)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         with parallel_section():
-            work = self._workspace(K.PREDICT_ROWS, copies=numba.get_num_threads())  # one per thread
-            K.predict_outputs(X, self._sizes, self._codes, self._params, work, out)
+            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(), out)
         return out
 
     def predict(self, X) -> np.ndarray:

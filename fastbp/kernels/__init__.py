@@ -16,7 +16,7 @@ from .checks import all_finite
 from .dense import (bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
 from .losses import (IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
-                     output_activation_serial, output_loss)
+                     output_activation_serial, output_loss, output_loss_serial)
 from .optimizers import (
     ADAM,
     ADAMW,
@@ -52,7 +52,7 @@ __all__ = [
     "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial", "dense_update_forward",
     "dense_weight_gradient",
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
-    "output_activation_serial", "output_loss",
+    "output_activation_serial", "output_loss", "output_loss_serial",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
     "param_offsets", "predict_outputs", "train_epoch", "workspace_offsets", "train_epoch_optimizer",
     "evaluate_epoch", "LINE", "PREDICT_ROWS",

@@ -17,7 +17,7 @@ from .activations import IDENTITY
 from .common import PARALLEL_WORK, task_range
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
-from .losses import count_correct, output_activation_serial, output_loss
+from .losses import count_correct, output_activation_serial, output_loss, output_loss_serial
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
 # Every function here (and `optimizers.optimizer_step`) that calls a parallel kernel is itself compiled
@@ -282,27 +282,35 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     return total_loss, total_correct, t
 
 
-@njit(parallel=True, cache=True)
-def evaluate_epoch(X, T, sizes, codes, params, work, batch_size):
-    """Σ_s E_s and the number of correct predictions on (X, T), batch_size rows at a time, no update.
-
-    X: (N, n_0) · T: (N, n_L) · work: a workspace for batch capacity batch_size. Returns (Σ_s E_s, correct).
-    """
-    N = X.shape[0]
-    poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
-    total_loss = 0.0
-    total_correct = 0
-    for start in range(0, N, batch_size):
-        S = min(batch_size, N - start)
-        forward(sizes, codes, params, poff, X[start:start + S], work, woff, S)
-        loss, correct = output_and_loss(sizes, codes, T[start:start + S], work, woff, S)
-        total_loss += loss * S
-        total_correct += correct
-    return total_loss, total_correct
-
-
-#: rows per block of `predict_outputs` (at most): a multiple of TILE; 32-128 were as fast (10,000 rows)
+#: rows per block of `predict_outputs` and `evaluate_epoch` (at most): a multiple of TILE; 32-128 rows
+#: were as fast (predicting 10,000 rows)
 PREDICT_ROWS = 64
+
+
+@njit(inline="always", cache=True)
+def _row_blocks(N, n_threads):
+    """(rows per block, number of blocks, number of runs) for N rows on n_threads threads: blocks of up to
+    PREDICT_ROWS rows, fewer when there are few rows, so that every thread has some; one contiguous run
+    of blocks per thread (`task_range`). Blocks start at multiples of TILE, so every row falls in the same
+    kind of tile as in one `forward` over all N rows, whatever n_threads is."""
+    per_thread = (N + n_threads - 1) // n_threads
+    rows = max(TILE, min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE))
+    n_blocks = (N + rows - 1) // rows
+    return rows, n_blocks, min(n_threads, n_blocks)
+
+
+@njit(inline="always", cache=True)
+def _forward_rows(sizes, codes, params, poff, A0, work, woff, S):
+    """`forward` on the calling thread alone (`dense_forward_serial`), for one block of S rows a^0 = A0;
+    returns the logits z^L, left in the workspace."""
+    L = sizes.shape[0] - 1
+    A_in = A0
+    for l in range(1, L + 1):
+        W, b = _weights(params, poff, sizes, l)
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        dense_forward_serial(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        A_in = A_out
+    return _mat(work, woff[L, A_], S, sizes[L])
 
 
 @njit(parallel=True, cache=True)
@@ -311,32 +319,53 @@ def predict_outputs(X, sizes, codes, params, work, out):
 
     X: (N, n_0) · out: (N, n_L), written · work: one workspace for PREDICT_ROWS rows per thread, one
     after the other (`workspace_offsets`); their number is the number of threads used.
-    Each thread takes one contiguous run of blocks and computes every layer of them on its own, in its
-    own workspace, so no thread reads what another wrote and there is one parallel region in all.
-    (Layer by layer, each parallel kernel would split the units of every layer across the threads, and
-    each layer would read the other thread's half of the one before.) Blocks start at multiples of
-    TILE, so every row falls in the same kind of tile for any number of threads: the results are
-    those of `forward` on the whole of X, bit for bit.
+    Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
+    its own, in its own workspace, so no thread reads what another wrote and there is one parallel
+    region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
+    threads, and each layer would read the other thread's half of the one before.) The results are those
+    of `forward` on the whole of X, bit for bit, for any number of threads.
     """
     N = X.shape[0]
     L = sizes.shape[0] - 1
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
     size = woff[-1, 2]
-    n_threads = work.shape[0] // size
-    per_thread = (N + n_threads - 1) // n_threads  # rows; blocks shrink so that every thread has some
-    rows = max(TILE, min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE))
-    n_blocks = (N + rows - 1) // rows
-    n_runs = min(n_threads, n_blocks)
+    rows, n_blocks, n_runs = _row_blocks(N, work.shape[0] // size)
     for r in prange(n_runs):
         work_r = work[r * size:(r + 1) * size]
         b0, b1 = task_range(r, n_runs, n_blocks)
         for block in range(b0, b1):
             start = block * rows
             S = min(rows, N - start)
-            A_in = X[start:start + S]
-            for l in range(1, L + 1):  # `forward`, on this thread alone
-                W, b = _weights(params, poff, sizes, l)
-                A_out = _mat(work_r, woff[l, A_], S, sizes[l])
-                dense_forward_serial(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
-                A_in = A_out
-            output_activation_serial(A_in, codes[L - 1], out[start:start + S])
+            Z = _forward_rows(sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
+            output_activation_serial(Z, codes[L - 1], out[start:start + S])
+
+
+@njit(parallel=True, cache=True)
+def evaluate_epoch(X, T, sizes, codes, params, work, losses):
+    """(Σ_s E_s, number of correct predictions) on (X, T), no update, in `predict_outputs`' blocks of rows.
+
+    X: (N, n_0) · T: (N, n_L) targets · work: as for `predict_outputs` · losses: (N,) E_s, written.
+    The E_s are summed in order of s after the parallel loop, in float64, so the total does not depend
+    on the number of threads.
+    """
+    N = X.shape[0]
+    L = sizes.shape[0] - 1
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
+    size = woff[-1, 2]
+    rows, n_blocks, n_runs = _row_blocks(N, work.shape[0] // size)
+    correct = 0
+    for r in prange(n_runs):
+        work_r = work[r * size:(r + 1) * size]
+        b0, b1 = task_range(r, n_runs, n_blocks)
+        for block in range(b0, b1):
+            start = block * rows
+            S = min(rows, N - start)
+            Z = _forward_rows(sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
+            T_block = T[start:start + S]
+            output_loss_serial(Z, T_block, codes[L - 1], Z, _mat(work_r, woff[L, D_], S, sizes[L]),
+                               losses[start:start + S])
+            correct += count_correct(Z, T_block, codes[L - 1])
+    total = 0.0
+    for s in range(N):
+        total += losses[s]
+    return total, correct
