@@ -244,16 +244,18 @@ class MLP:
 
     def _loss_and_accuracy(self, X, T) -> tuple[float, float | None]:
         """(mean loss E, accuracy or None for identity outputs) on checked (X, T), without the L2 penalty."""
-        losses = np.empty(X.shape[0], dtype=self.dtype)  # E_s
+        Z, D = np.empty(T.shape, self.dtype), np.empty(T.shape, self.dtype)  # z^L, then a^L · δ^L
+        losses = np.empty(X.shape[0], self.dtype)  # E_s
+        logits = np.append(self._codes[:-1], K.IDENTITY_SE)  # the same network with the logits as outputs
         with parallel_section():
-            loss_sum, correct = K.evaluate_epoch(X, T, self._sizes, self._codes, self._params,
-                                                 self._row_workspaces(), losses)
-        accuracy = None if self.output == "identity" else correct / X.shape[0]
-        return loss_sum / X.shape[0], accuracy
+            K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(), Z)
+            loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
+            correct = K.count_correct(Z, T, self._codes[-1])
+        return loss, None if self.output == "identity" else correct / X.shape[0]
 
     def _row_workspaces(self) -> np.ndarray:
-        """One workspace of `K.PREDICT_ROWS` rows per Numba thread, for `K.predict_outputs` and
-        `K.evaluate_epoch`, whose threads each take their own blocks of rows through every layer."""
+        """One workspace of `K.PREDICT_ROWS` rows per Numba thread, for `K.predict_outputs`, whose threads
+        each take their own blocks of rows through every layer."""
         return self._workspace(K.PREDICT_ROWS, copies=numba.get_num_threads())
 
     # ------------------------------------------------------------------ inference

@@ -1,9 +1,9 @@
 """MLP.fit's training features: validation, early stopping, callbacks, progress output, partial_fit."""
+import numba
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp import kernels as K
 
 
 @pytest.fixture(scope="module")
@@ -34,26 +34,28 @@ def test_evaluate_matches_the_reference_loss():
     assert loss == pytest.approx(expected, rel=1e-12) and accuracy is None
 
 
-def test_evaluate_blocks_give_the_same_loss_for_any_number_of_threads():
-    """`evaluate_epoch` gives each thread its own blocks of rows, then sums the E_s in order of s: the
-    loss and the count of correct predictions are the same, bit for bit, for 1, 2 or 3 workspaces."""
+def test_evaluate_is_the_same_for_one_and_two_threads():
+    """`evaluate` takes the logits from `predict_outputs`' per-thread blocks of rows and the loss from
+    `output_loss` over all rows: the same loss and accuracy, bit for bit, on one thread and on two."""
     from reference import loss_and_grads
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(1001, 30)), rng.integers(0, 5, 1001)
     # float64: float32 E_s would add up exactly in a float64 sum, in any order, and prove nothing
     model = fastbp.MLP([30, 40, 20, 5], activation="tanh", dtype=np.float64, seed=0)
-    T = np.eye(5)[y]
     results = set()
-    for threads in (1, 2, 3):
-        losses = np.empty(len(X))
-        work = model._workspace(K.PREDICT_ROWS, threads)
-        results.add(K.evaluate_epoch(X, T, model._sizes, model._codes, model._params, work, losses))
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            results.add(model.evaluate(X, y))
+    finally:
+        numba.set_num_threads(threads)
     assert len(results) == 1
-    loss_sum, correct = results.pop()
-    expected, _, _ = loss_and_grads(model.weights, model.biases, model.activations, "softmax", X, T)
-    assert loss_sum / len(X) == pytest.approx(expected, rel=1e-12)
-    assert correct == np.sum(model.predict(X) == y)
+    loss, accuracy = results.pop()
+    expected, _, _ = loss_and_grads(model.weights, model.biases, model.activations, "softmax", X, np.eye(5)[y])
+    assert loss == pytest.approx(expected, rel=1e-12)
+    assert accuracy == np.mean(model.predict(X) == y)
 
 
 def test_validation_split_holds_out_a_seeded_fraction(data):

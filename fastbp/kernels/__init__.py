@@ -16,7 +16,7 @@ from .checks import all_finite
 from .dense import (bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
 from .losses import (IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
-                     output_activation_serial, output_loss, output_loss_serial)
+                     output_activation_serial, output_loss)
 from .optimizers import (
     ADAM,
     ADAMW,
@@ -33,7 +33,6 @@ from .optimizers import (
 from .training import (
     LINE,
     PREDICT_ROWS,
-    evaluate_epoch,
     forward,
     forward_backward,
     forward_with_step,
@@ -52,10 +51,10 @@ __all__ = [
     "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial", "dense_update_forward",
     "dense_weight_gradient",
     "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
-    "output_activation_serial", "output_loss", "output_loss_serial",
+    "output_activation_serial", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
     "param_offsets", "predict_outputs", "train_epoch", "workspace_offsets", "train_epoch_optimizer",
-    "evaluate_epoch", "LINE", "PREDICT_ROWS",
+    "LINE", "PREDICT_ROWS",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",
 ]

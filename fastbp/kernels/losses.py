@@ -110,7 +110,8 @@ def output_loss(Z, T, code, A_out, D, losses):
     """
     S = Z.shape[0]
     if Z.size < PARALLEL_ELEMENTS:
-        output_loss_serial(Z, T, code, A_out, D, losses)
+        for s in range(S):
+            losses[s] = _loss_row(Z, T, code, s, A_out, D)
     else:
         for s in prange(S):
             losses[s] = _loss_row(Z, T, code, s, A_out, D)
@@ -118,14 +119,6 @@ def output_loss(Z, T, code, A_out, D, losses):
     for s in range(S):
         total += losses[s]
     return total / S
-
-
-@njit(cache=True)
-def output_loss_serial(Z, T, code, A_out, D, losses):
-    """`output_loss`'s E_s, a^L and δ^L on the calling thread (`training.evaluate_epoch`' blocks of rows),
-    without the mean."""
-    for s in range(Z.shape[0]):
-        losses[s] = _loss_row(Z, T, code, s, A_out, D)
 
 
 @njit(parallel=True, cache=True)

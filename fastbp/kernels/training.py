@@ -17,7 +17,7 @@ from .activations import IDENTITY
 from .common import PARALLEL_WORK, task_range
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
-from .losses import count_correct, output_activation_serial, output_loss, output_loss_serial
+from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
 # Every function here (and `optimizers.optimizer_step`) that calls a parallel kernel is itself compiled
@@ -282,8 +282,8 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     return total_loss, total_correct, t
 
 
-#: rows per block of `predict_outputs` and `evaluate_epoch` (at most): a multiple of TILE; 32-128 rows
-#: were as fast (predicting 10,000 rows)
+#: rows per block of `predict_outputs` (at most): a multiple of TILE; 32-128 rows were as fast
+#: (predicting 10,000 rows)
 PREDICT_ROWS = 64
 
 
@@ -319,6 +319,7 @@ def predict_outputs(X, sizes, codes, params, work, out):
 
     X: (N, n_0) · out: (N, n_L), written · work: one workspace for PREDICT_ROWS rows per thread, one
     after the other (`workspace_offsets`); their number is the number of threads used.
+    codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
     Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
     its own, in its own workspace, so no thread reads what another wrote and there is one parallel
     region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
@@ -338,34 +339,3 @@ def predict_outputs(X, sizes, codes, params, work, out):
             S = min(rows, N - start)
             Z = _forward_rows(sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
             output_activation_serial(Z, codes[L - 1], out[start:start + S])
-
-
-@njit(parallel=True, cache=True)
-def evaluate_epoch(X, T, sizes, codes, params, work, losses):
-    """(Σ_s E_s, number of correct predictions) on (X, T), no update, in `predict_outputs`' blocks of rows.
-
-    X: (N, n_0) · T: (N, n_L) targets · work: as for `predict_outputs` · losses: (N,) E_s, written.
-    The E_s are summed in order of s after the parallel loop, in float64, so the total does not depend
-    on the number of threads.
-    """
-    N = X.shape[0]
-    L = sizes.shape[0] - 1
-    poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
-    size = woff[-1, 2]
-    rows, n_blocks, n_runs = _row_blocks(N, work.shape[0] // size)
-    correct = 0
-    for r in prange(n_runs):
-        work_r = work[r * size:(r + 1) * size]
-        b0, b1 = task_range(r, n_runs, n_blocks)
-        for block in range(b0, b1):
-            start = block * rows
-            S = min(rows, N - start)
-            Z = _forward_rows(sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
-            T_block = T[start:start + S]
-            output_loss_serial(Z, T_block, codes[L - 1], Z, _mat(work_r, woff[L, D_], S, sizes[L]),
-                               losses[start:start + S])
-            correct += count_correct(Z, T_block, codes[L - 1])
-    total = 0.0
-    for s in range(N):
-        total += losses[s]
-    return total, correct
