@@ -139,13 +139,21 @@ def forward(sizes, codes, params, poff, A0, work, woff, S):
     """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
     """
+    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+
+
+@njit(inline="always", cache=True)
+def _layers(dense, sizes, codes, params, poff, A0, work, woff, S):
+    """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
+    thread's block of rows); returns the logits z^L, left in the workspace's a^L."""
     L = sizes.shape[0] - 1
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _mat(work, woff[l, A_], S, sizes[l])
-        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        dense(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
         A_in = A_out
+    return _mat(work, woff[L, A_], S, sizes[L])
 
 
 @njit(parallel=True, cache=True)
@@ -299,20 +307,6 @@ def _row_blocks(N, n_threads):
     return rows, n_blocks, min(n_threads, n_blocks)
 
 
-@njit(inline="always", cache=True)
-def _forward_rows(sizes, codes, params, poff, A0, work, woff, S):
-    """`forward` on the calling thread alone (`dense_forward_serial`), for one block of S rows a^0 = A0;
-    returns the logits z^L, left in the workspace."""
-    L = sizes.shape[0] - 1
-    A_in = A0
-    for l in range(1, L + 1):
-        W, b = _weights(params, poff, sizes, l)
-        A_out = _mat(work, woff[l, A_], S, sizes[l])
-        dense_forward_serial(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
-        A_in = A_out
-    return _mat(work, woff[L, A_], S, sizes[L])
-
-
 @njit(parallel=True, cache=True)
 def predict_outputs(X, sizes, codes, params, work, out):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
@@ -337,5 +331,5 @@ def predict_outputs(X, sizes, codes, params, work, out):
         for block in range(b0, b1):
             start = block * rows
             S = min(rows, N - start)
-            Z = _forward_rows(sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
+            Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
             output_activation_serial(Z, codes[L - 1], out[start:start + S])
