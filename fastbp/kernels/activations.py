@@ -4,9 +4,8 @@
 relu `1[z > 0] = 1[a > 0]`, tanh `1 - a²` (seed 003), sigmoid `a(1 - a)` (seed 004), identity `1`.
 Adding an activation means adding a code, one line in `activate` and one in `derivative`.
 """
-from numba import njit
 
-from .common import cast_like, unsigned_range
+from .common import cast_like, njit, unsigned_range
 from .vecmath import sigmoid, tanh
 
 IDENTITY, RELU, TANH, SIGMOID = 0, 1, 2, 3

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numba
 
+from .target import VECTOR_WIDTH
+
 
 def kernels_digest() -> str:
-    """sha256 over the source of every kernel module and the Numba version."""
-    digest = hashlib.sha256(numba.__version__.encode())
+    """sha256 over the source of every kernel module, the Numba version and the vector width
+    (`target.VECTOR_WIDTH`: a cache built for one width is never loaded for another)."""
+    digest = hashlib.sha256(f"{numba.__version__} {VECTOR_WIDTH}".encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]

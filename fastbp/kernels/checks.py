@@ -2,9 +2,9 @@
 
 `all_finite` replaces `np.isfinite(X).all()`, which writes a mask as large as X on one thread.
 """
-from numba import njit, prange
+from numba import prange
 
-from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
+from .common import FASTMATH, PARALLEL_WORK, cast_like, njit, unsigned_range
 
 BLOCK = PARALLEL_WORK  # values per task of `all_finite`
 

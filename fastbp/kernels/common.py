@@ -1,9 +1,19 @@
-"""What every kernel module shares: the fast-math flags, a dtype cast and an unsigned range."""
+"""What every kernel module shares: `njit` with fastbp's compiler, the fast-math flags, a dtype cast
+and an unsigned range."""
+import numba
 import numpy as np
-from numba import njit
 from numba.core import types
-from numba.core.compiler import Compiler
 from numba.extending import overload
+
+from .target import WideVectorCompiler
+
+
+def njit(*args, **options):
+    """`numba.njit`, compiling with `WideVectorCompiler` (the CPU's whole vector width) unless
+    `pipeline_class` names another compiler. Every kernel module decorates with this one."""
+    options.setdefault("pipeline_class", WideVectorCompiler)
+    return numba.njit(*args, **options)
+
 
 # reassoc lets LLVM vectorise each dot product (the order is fixed at compile time, per shape);
 # contract allows fused multiply-add. No nnan/ninf: NaN checks elsewhere must keep working.
@@ -50,7 +60,7 @@ def unsigned_range(start, stop):
     return range(np.uint64(start), np.uint64(stop))
 
 
-class NoAliasCompiler(Compiler):
+class NoAliasCompiler(WideVectorCompiler):
     """Numba's compiler, telling LLVM that no two array arguments overlap where one is written.
 
     Numba compiles the body of every parallel loop so (when it sees no aliases), and LLVM needs it to

@@ -26,10 +26,11 @@ relu out of the tiles too would save 1.9 s more, but the 256→128 forward ran 3
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
 """
-from numba import njit, prange
+from numba import prange
 
 from .activations import activate_block, derivative, relu_or_identity
-from .common import FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, task_range, unsigned_range
+from .common import (FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, njit, task_range,
+                     unsigned_range)
 
 TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls

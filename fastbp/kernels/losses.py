@@ -13,10 +13,10 @@ lse(z) = m + log Σ_c e^{z_c - m} with m = max_c z_c, so exp never overflows (se
 """
 import math
 
-from numba import njit, prange
+from numba import prange
 
 from .vecmath import sigmoid_libm
-from .common import PARALLEL_ELEMENTS, cast_like
+from .common import PARALLEL_ELEMENTS, cast_like, njit
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
 

@@ -18,9 +18,9 @@ gradient-norm clipping, both one pass over the flat vectors, summed in a fixed o
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .common import FASTMATH, PARALLEL_WORK, cast_like, unsigned_range
+from .common import FASTMATH, PARALLEL_WORK, cast_like, njit, unsigned_range
 
 SGD, ADAM, ADAMW = 0, 1, 2
 

@@ -10,11 +10,11 @@ The network lives in flat arrays so that a kernel takes only arrays and integers
 import warnings
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY
-from .common import PARALLEL_WORK, task_range
+from .common import PARALLEL_WORK, njit, task_range
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
 from .losses import count_correct, output_activation_serial, output_loss

@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
 
-from .common import cast_like
+from .common import cast_like, njit
 
 F = np.float32
 LOG2E, LN2_HI, LN2_LO = F(1.44269504088896341), F(0.693359375), F(-2.12194440e-4)  # ln2 = LN2_HI + LN2_LO
