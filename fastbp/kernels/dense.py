@@ -36,6 +36,9 @@ TILE = 4  # output rows (samples s, or units k) per register tile
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
 MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
+MAX_COLUMNS = 256  # ... nor wider: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB of float32)
+PANEL_BYTES = 1 << 18  # a task's row sums take their terms in blocks whose rows of Y fill at most this (256 KB): they
+                       # stay in L2 while the task's row tiles take turns on them, instead of streaming from L3
 GROUP = 16  # the forward's tiles come in groups of up to this many unit tiles: 64 rows of W, kept in L2
 MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
 
@@ -96,10 +99,19 @@ def _dot4x4(X, m, Y, n):
 @njit(inline="always", cache=True)
 def _tile(t, M, N, columns):
     """Rows [m0, m1) x columns [j0, j1) of tile t of a row-sum kernel's M x N output, in tiles of
-    4 rows x `columns` numbered row by row."""
-    n_col_tiles = (N + columns - 1) // columns
-    m0, j0 = (t // n_col_tiles) * TILE, (t % n_col_tiles) * columns
+    4 rows x `columns` numbered down each block of columns: a task's consecutive tiles share their
+    columns, and so the rows of Y they read."""
+    n_row_tiles = (M + TILE - 1) // TILE
+    m0, j0 = (t % n_row_tiles) * TILE, (t // n_row_tiles) * columns
     return m0, min(m0 + TILE, M), j0, min(j0 + columns, N)
+
+
+@njit(inline="always", cache=True)
+def _term_block(P, columns, itemsize):
+    """Terms per block of a task's row sums: all P when P rows of `columns` fit in PANEL_BYTES, else
+    the most that do, a multiple of CHUNK (so that the register tiles' chunks of terms stay the same)."""
+    rows = PANEL_BYTES // (columns * itemsize)
+    return max(P, 1) if rows >= P else max(CHUNK, rows - rows % CHUNK)
 
 
 @njit(inline="always", cache=True)
@@ -130,10 +142,12 @@ def _forward_task(t, n_groups, n_blocks, S, n_out):
 @njit(inline="always", cache=True)
 def _column_block(M, N):
     """Columns per tile of a row-sum kernel on an M x N output: whole rows when there are enough
-    row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few.
-    The blocking never changes a result: each element is still summed in the same order."""
-    blocks = max(1, MIN_TILES // ((M + TILE - 1) // TILE))
-    return max(MIN_COLUMNS, (N + blocks - 1) // blocks)
+    row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few, and
+    rows wider than MAX_COLUMNS in blocks of about equal width, a multiple of 16 (a cache line of
+    float32). The blocking never changes a result: each element is still summed in the same order."""
+    blocks = max(1, MIN_TILES // ((M + TILE - 1) // TILE), (N + MAX_COLUMNS - 1) // MAX_COLUMNS)
+    columns = (N + blocks - 1) // blocks
+    return max(MIN_COLUMNS, columns + (-columns) % 16)
 
 
 @njit(inline="always", cache=True)
@@ -243,31 +257,34 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, pairs=False):
-    """out[m, j] = β out[m, j] + α Σ_p X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1).
+def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
+    """out[m, j] += α Σ_{p0 ≤ p < p1} X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1): block [p0, p1)
+    of the terms of out = β out + α Σ_p X[m, p] Y[p, j], β applied with the first block (p0 = 0).
 
-    Full tiles of 4 rows take the register tile for each chunk of 8 terms, and with `pairs` for each
-    pair of the P % 8 terms left (the backward's: a 10-unit output layer is 8 + 2 terms). The terms
-    left then, and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a
-    relu unit that was off in the layer above contributes nothing: seed 002's skipped sum). `pairs`
-    is a compile-time choice: Numba prunes the branch when it is left out, and the weight gradient
-    (whose terms are samples, a multiple of 8 in most batches) leaves it out. Tiles of 4 and 2
-    terms in every row sum cost 3 s of compilation; the pair tile in the backward alone, 0.2-0.3 s.
+    Blocks start at multiples of 8 and are added in order, so each element is summed term after
+    term in the order of p, however the terms are blocked. Full tiles of 4 rows take the register
+    tile for each chunk of 8 terms, and with `pairs` for each pair of the P % 8 terms left (the
+    backward's: a 10-unit output layer is 8 + 2 terms). The terms left then, and rows beyond a full
+    tile, are added one term at a time, skipping zero X[m, p] (a relu unit that was off in the layer
+    above contributes nothing: the relu skip of docs/derivation.md). `pairs` is a compile-time choice:
+    Numba prunes the branch when it is left out, and the weight gradient (whose terms are samples, a
+    multiple of 8 in most batches) leaves it out, which saves compilation.
     """
-    if beta != 1:
+    if beta != 1 and p0 == 0:
         for m in range(m0, m1):
             for j in unsigned_range(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
     P = X.shape[1]
-    p_tiled = P - P % CHUNK if m1 - m0 == TILE else 0
-    for p0 in range(0, p_tiled, CHUNK):
-        _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1)
-    if pairs and m1 - m0 == TILE:
-        for p0 in range(p_tiled, P - 1, 2):
-            _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, 2)
+    full = m1 - m0 == TILE
+    p_tiled = min(p1, P - P % CHUNK) if full else p0
+    for p in range(p0, p_tiled, CHUNK):
+        _rows_chunk(X, Y, alpha, out, m0, p, j0, j1)
+    if pairs and full and p1 == P:
+        for p in range(p_tiled, P - 1, 2):
+            _rows_chunk(X, Y, alpha, out, m0, p, j0, j1, 2)
         p_tiled = P - (P - p_tiled) % 2
     for m in range(m0, m1):
-        for p in range(p_tiled, P):
+        for p in range(p_tiled, p1):
             x = alpha * X[m, p]
             if x != 0:
                 for j in unsigned_range(j0, j1):
@@ -276,13 +293,17 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, pairs=False):
 
 @njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
 def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
-    """Tiles [t0, t1) of out ← β out + α X Y, each 4 rows x `columns`, numbered row by row: a task.
+    """Tiles [t0, t1) of out ← β out + α X Y, each 4 rows x `columns` (`_tile`): a task. The terms come
+    in blocks (`_term_block`) whose rows of Y stay in L2 while the task's tiles take turns on them.
     Compiled without overlap checks (`NoAliasCompiler`), as a parallel loop's body is: out must not
     overlap X or Y."""
     M, N = out.shape
-    for t in range(t0, t1):
-        m0, m1, j0, j1 = _tile(t, M, N, columns)
-        _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1)
+    P = X.shape[1]
+    block = _term_block(P, columns, Y.itemsize)
+    for p0 in range(0, max(P, 1), block):  # one pass when P = 0, for β
+        for t in range(t0, t1):
+            m0, m1, j0, j1 = _tile(t, M, N, columns)
+            _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, min(p0 + block, P))
 
 
 # ----------------------------------------------------------------------------- backward
@@ -311,16 +332,22 @@ def dense_backward(D, W, A, code, D_out):
 
 @njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
 def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
-    """Tiles [t0, t1) of `dense_backward`, each 4 samples x `columns` units, numbered row by row:
-    a task. Each tile's row sums are multiplied by f'(z) = f'(a) while the tile is in L1."""
+    """Tiles [t0, t1) of `dense_backward`, each 4 samples x `columns` units (`_tile`): a task. The
+    terms (units k) come in blocks whose rows of W stay in L2 while the tiles take turns on them;
+    after the last block each tile's sums are multiplied by f'(z) = f'(a) while it is in L1."""
     S, n_in = D_out.shape
+    n_out = D.shape[1]
     one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
-    for t in range(t0, t1):
-        s0, s1, j0, j1 = _tile(t, S, n_in, columns)
-        _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1, True)
-        for s in range(s0, s1):
-            for j in unsigned_range(j0, j1):
-                D_out[s, j] *= derivative(code, A[s, j])
+    block = _term_block(n_out, columns, W.itemsize)
+    for k0 in range(0, n_out, block):  # blocks of units k, their rows of W in L2
+        k1 = min(k0 + block, n_out)
+        for t in range(t0, t1):
+            s0, s1, j0, j1 = _tile(t, S, n_in, columns)
+            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1, k0, k1, True)
+            if k1 == n_out:  # the tile's sums are complete: f' while it is in L1
+                for s in range(s0, s1):
+                    for j in unsigned_range(j0, j1):
+                        D_out[s, j] *= derivative(code, A[s, j])
 
 
 # ----------------------------------------------------------------------------- gradient
