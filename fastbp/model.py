@@ -248,15 +248,16 @@ class MLP:
         losses = np.empty(X.shape[0], self.dtype)  # E_s
         logits = np.append(self._codes[:-1], K.IDENTITY_SE)  # the same network with the logits as outputs
         with parallel_section():
-            K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(), Z)
+            K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
         return loss, None if self.output == "identity" else correct / X.shape[0]
 
-    def _row_workspaces(self) -> np.ndarray:
-        """One workspace of `K.PREDICT_ROWS` rows per Numba thread, for `K.predict_outputs`, whose threads
-        each take their own blocks of rows through every layer."""
-        return self._workspace(K.PREDICT_ROWS, copies=numba.get_num_threads())
+    def _row_workspaces(self, n_rows: int, threads: int | None = None) -> np.ndarray:
+        """(threads, size): one workspace per Numba thread for `K.predict_outputs` on `n_rows` rows, whose
+        threads each take their own blocks of rows through every layer; as small as those blocks."""
+        threads = threads or numba.get_num_threads()
+        return self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X) -> np.ndarray:
@@ -264,7 +265,7 @@ class MLP:
         X = check_X(X, self.layer_sizes[0], self.dtype)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         with parallel_section():
-            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(), out)
+            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(X.shape[0]), out)
         return out
 
     def predict(self, X) -> np.ndarray:

@@ -150,7 +150,7 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
     K.output_activation(work[woff[L, 0]:woff[L, 0] + 5 * n_rows].reshape(n_rows, 5), m._codes[-1], want)
     for threads in (1, 2, 3):
         got = np.empty_like(want)
-        K.predict_outputs(X, sizes, m._codes, m._params, m._workspace(K.PREDICT_ROWS, threads), got)
+        K.predict_outputs(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got)
         np.testing.assert_array_equal(got, want)
 
 

@@ -311,25 +311,40 @@ def _row_blocks(N, n_threads):
 def predict_outputs(X, sizes, codes, params, work, out):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
 
-    X: (N, n_0) · out: (N, n_L), written · work: one workspace for PREDICT_ROWS rows per thread, one
-    after the other (`workspace_offsets`); their number is the number of threads used.
+    X: (N, n_0) · out: (N, n_L), written · work: (n_threads, size), one workspace per thread for the
+    rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`).
     codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
     Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
     its own, in its own workspace, so no thread reads what another wrote and there is one parallel
     region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
-    threads, and each layer would read the other thread's half of the one before.) The results are those
-    of `forward` on the whole of X, bit for bit, for any number of threads.
+    threads, and each layer would read the other thread's half of the one before.) A single run, as for
+    a few rows, starts no parallel region at all: waking the other threads costs more than its rows.
+    The results are those of `forward` on the whole of X, bit for bit, for any number of threads.
     """
+    rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
+    if n_runs == 1:
+        _predict_blocks(X, sizes, codes, params, work[0], out, rows, 0, n_blocks)
+    else:
+        for r in prange(n_runs):
+            b0, b1 = task_range(r, n_runs, n_blocks)
+            _predict_blocks(X, sizes, codes, params, work[r], out, rows, b0, b1)
+
+
+@njit(inline="always", cache=True)
+def _predict_blocks(X, sizes, codes, params, work, out, rows, b0, b1):
+    """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each, in one workspace."""
     N = X.shape[0]
     L = sizes.shape[0] - 1
-    poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
-    size = woff[-1, 2]
-    rows, n_blocks, n_runs = _row_blocks(N, work.shape[0] // size)
-    for r in prange(n_runs):
-        work_r = work[r * size:(r + 1) * size]
-        b0, b1 = task_range(r, n_runs, n_blocks)
-        for block in range(b0, b1):
-            start = block * rows
-            S = min(rows, N - start)
-            Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work_r, woff, S)
-            output_activation_serial(Z, codes[L - 1], out[start:start + S])
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, rows)
+    for block in range(b0, b1):
+        start = block * rows
+        S = min(rows, N - start)
+        Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work, woff, S)
+        output_activation_serial(Z, codes[L - 1], out[start:start + S])
+
+
+@njit(cache=True)
+def predict_rows(N, n_threads):
+    """Rows per block of `predict_outputs` on N rows and n_threads threads: the batch capacity of each
+    thread's workspace."""
+    return _row_blocks(N, n_threads)[0]
