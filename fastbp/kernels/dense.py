@@ -1,10 +1,10 @@
 """The dense layer: forward, backward-δ and weight-gradient kernels, side by side.
 
-Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)          (seed 000 eq. 1)
-Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}                  (seed 000 eq. 16)
-Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 11, 12)
+Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)   (docs/derivation.md eq. 1, 2)
+Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}          (docs/derivation.md eq. 15)
+Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 16, 17)
 
-Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fused into the forward  (eq. 11)
+Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fused into the forward  (eq. 19)
 
 All of them read the row-major arrays as they are, with no transposes:
 - the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
@@ -146,7 +146,7 @@ def _row_tasks(M, N, columns):
 # ----------------------------------------------------------------------------- forward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_forward(A, W, b, code, A_out):
-    """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (seed 000 eq. 1; NOTATION.md)
+    """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (docs/derivation.md eq. 1, 2)
 
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
     A_out: (S, n_out), written. Computed in 4 x 4 tiles of (s, k), parallel over tasks of many
@@ -248,7 +248,7 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, pairs=False):
     Full tiles of 4 rows take the register tile for each chunk of 8 terms, and with `pairs` for each
     pair of the P % 8 terms left (the backward's: a 10-unit output layer is 8 + 2 terms). The terms
     left then, and rows beyond a full tile, are added one term at a time, skipping zero X[m, p] (a
-    relu unit that was off in the layer above contributes nothing: seed 002's skipped sum). `pairs`
+    relu unit that was off in the layer above contributes nothing: docs/derivation.md eq. 30). `pairs`
     is a compile-time choice: Numba prunes the branch when it is left out, and the weight gradient
     (whose terms are samples, a multiple of 8 in most batches) leaves it out. Tiles of 4 and 2
     terms in every row sum cost 3 s of compilation; the pair tile in the backward alone, 0.2-0.3 s.
@@ -287,7 +287,7 @@ def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
 # ----------------------------------------------------------------------------- backward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_backward(D, W, A, code, D_out):
-    """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (seed 000 eq. 16; NOTATION.md)
+    """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (docs/derivation.md eq. 15)
 
     In the forward pass a^l = f(b + W a^{l-1}), so ∂z^l_k/∂a^{l-1}_j = W[k, j].
     D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
@@ -325,7 +325,7 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
 # ----------------------------------------------------------------------------- gradient
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_weight_gradient(D, A, alpha, beta, G):
-    """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (seed 000 eq. 11; NOTATION.md)
+    """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (docs/derivation.md eq. 16)
 
     With α = 1/S, β = 0 this is ∂E/∂W; with α = -ε/S, β = 1 it is the SGD step W ← W - ε ∂E/∂W
     fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in), which
@@ -350,7 +350,7 @@ def dense_weight_gradient(D, A, alpha, beta, G):
 
 @njit(cache=True)
 def bias_gradient(D, alpha, beta, g):
-    """g[k] = β g[k] + α Σ_s δ[s, k]   (seed 000 eq. 12); D: (S, n_out) · g: (n_out,), summed in order of s."""
+    """g[k] = β g[k] + α Σ_s δ[s, k]   (docs/derivation.md eq. 17); D: (S, n_out) · g: (n_out,), summed in order of s."""
     alpha_, beta_ = cast_like(g, alpha), cast_like(g, beta)
     for k in range(g.shape[0]):
         g[k] = beta_ * g[k] if beta_ != 0 else cast_like(g, 0)
