@@ -15,13 +15,13 @@ All of them read the row-major arrays as they are, with no transposes:
 
 Compile time: the forward kernels call the inlined tile functions from their own loops, never
 through another inlined wrapper. Numba copies the IR of every inlined body, and a wrapper's copy
-holds everything inlined into it again (flattening three wrappers took a cold first fit + predict
-from 41 to 36 s). The row-sum kernels' loops call one compiled task function each
+holds everything inlined into it again (flattening three wrappers cut the cold compile time; the
+numbers are in benchmarks/NOTES.md). The row-sum kernels' loops call one compiled task function each
 (`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
-type instead of once per branch and kernel. (The forward's tiles ran 5-47% slower in such a task
+type instead of once per branch and kernel. (The forward's tiles ran slower in such a task
 function: LLVM laid out their loops differently. They stay inlined, with relu alone of the
-activation table; `activate_block` applies tanh and sigmoid once per task, which saves 0.7 s. Taking
-relu out of the tiles too would save 1.9 s more, but the 256→128 forward ran 3-4% slower.)
+activation table; `activate_block` applies tanh and sigmoid once per task, which saves compile time.
+Taking relu out of the tiles too would save more, but made the 256→128 forward slower.)
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
@@ -158,8 +158,8 @@ def dense_forward(A, W, b, code, A_out):
     each thread one contiguous run of them, so a thread reads only its own rows of W: the rows that
     `dense_weight_gradient` writes on that same thread. Each core then keeps its half of W in its
     own cache from step to step, instead of fetching the rows the other core has just written.
-    Tile ranges are worked out once per task, not once per tile: their integer divisions took 3-7%
-    of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
+    Tile ranges are worked out once per task, not once per tile: their integer divisions were a
+    visible share of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
     applied to the task's block just after (`activate_block`), while it is in L1.
     """
     S, n_out = A_out.shape
@@ -176,8 +176,8 @@ def dense_forward(A, W, b, code, A_out):
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
-# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (1.26 against
-# 1.63 µs for 16 samples on 128→10 compiled without it)
+# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (fewer
+# reference-count updates in the inlined tiles; benchmarks/NOTES.md)
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_forward_serial(A, W, b, code, A_out):
     """`dense_forward` on the calling thread: its tasks in turn, each sum in the same order.
@@ -251,7 +251,7 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, pairs=False):
     relu unit that was off in the layer above contributes nothing: docs/derivation.md eq. 30). `pairs`
     is a compile-time choice: Numba prunes the branch when it is left out, and the weight gradient
     (whose terms are samples, a multiple of 8 in most batches) leaves it out. Tiles of 4 and 2
-    terms in every row sum cost 3 s of compilation; the pair tile in the backward alone, 0.2-0.3 s.
+    terms in every row sum cost seconds of compilation; the pair tile in the backward alone, little.
     """
     if beta != 1:
         for m in range(m0, m1):
