@@ -30,9 +30,11 @@ OUTSIDE = [re.compile(r"\.\./shared"), re.compile(r"\bseeds?\s+0\d\d\b", re.I), 
 
 
 def _repository_files() -> list[Path]:
-    """Every file of the repository: git's tracked files in a clone, else a walk of the tree."""
+    """Every file of the repository: in a clone, git's tracked files and the new ones it does not ignore;
+    else a walk of the tree."""
     if (ROOT / ".git").exists() and shutil.which("git"):
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, timeout=60, check=True)
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, timeout=60, check=True)
         files = [ROOT / name for name in out.stdout.decode().split("\0") if name]
         return [f for f in files if f.is_file()]
     return [p for p in ROOT.rglob("*") if p.is_file() and not SKIP_DIRS & set(p.relative_to(ROOT).parts)
