@@ -153,3 +153,10 @@ def test_api_reference_builds_without_warnings(tmp_path):
     pages = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.html")}
     assert {"fastbp/model.html", "fastbp/kernels/dense.html"} <= pages
     assert "dense_forward" in (tmp_path / "fastbp" / "kernels" / "dense.html").read_text(encoding="utf-8")
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's command that installs and runs the tests is the last line of `.ci/run`, verbatim."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()][-1]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pytest" in ci and f"```bash\n{ci}\n```" in readme
