@@ -3,9 +3,8 @@ copies fastbp makes of its inputs.
 
 NumPy's large arrays start 16 bytes past a line (glibc puts an allocation's header there), and so do
 their rows when a row is a whole number of lines (784, 256 or 128 float32 values). Then the kernels'
-vector loads and stores straddle two lines: the fused first-layer step + forward of the reference job
-took 2,108 µs with its input and weights 16 bytes off, 1,988 µs on lines (README, "How the loops are
-laid out").
+vector loads and stores straddle two lines, which slows the first layer's kernels measurably
+(benchmarks/NOTES.md, "How the loops are laid out").
 """
 from __future__ import annotations
 

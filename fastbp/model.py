@@ -22,7 +22,7 @@ class MLP:
     """A fully connected network trained by backpropagation.
 
     ``z^l = b^l + W^l a^{l-1}``, ``a^l = f_l(z^l)`` for l = 1..L, with the output layer and its loss
-    fused (NOTATION.md).
+    fused (docs/derivation.md eq. 1-14).
 
     Parameters
     ----------

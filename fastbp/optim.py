@@ -139,7 +139,7 @@ class SGD(Optimizer):
     """Stochastic gradient descent, with optional momentum, Nesterov momentum and weight decay.
 
     ``g ← g + λθ``; ``v ← μv + g``; ``θ ← θ - ε (g + μv)`` (Nesterov) or ``θ ← θ - ε v`` (momentum)
-    or ``θ ← θ - ε g`` (μ = 0, NOTATION.md, seed 002): ``torch.optim.SGD`` with dampening 0.
+    or ``θ ← θ - ε g`` (μ = 0; docs/derivation.md eq. 22): ``torch.optim.SGD`` with dampening 0.
     Plain SGD (μ = 0, λ = 0) is fused into the weight-gradient kernel, so a step costs no extra pass.
 
     Parameters

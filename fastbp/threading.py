@@ -23,7 +23,7 @@ workqueue, picks the same layer whenever tbb or omp loads; asking for "threadsaf
 true when ``NUMBA_THREADING_LAYER_PRIORITY`` puts workqueue first, and states the intent.)
 
 The choice only changes *which* threads run each loop, never the order of any sum, so results
-are bit-identical whatever the layer (fastbp's determinism rule, README).
+are bit-identical whatever the layer (fastbp's determinism rule, docs/reliability.md).
 """
 from __future__ import annotations
 

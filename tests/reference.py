@@ -1,4 +1,4 @@
-"""Independent float64 NumPy references: the matrix form of the equations in NOTATION.md."""
+"""Independent float64 NumPy references: the matrix form of the equations in docs/derivation.md."""
 import numpy as np
 
 F = {

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastbp
 
 _SCRIPT = """
@@ -69,6 +71,7 @@ def _run(site: Path, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_read_only_install_without_a_writable_home_caches_in_the_temp_dir(tmp_path):
     site = _read_only_install(tmp_path)
     blocked = _unwritable(tmp_path / "no-home")

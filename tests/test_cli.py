@@ -1,11 +1,14 @@
 import subprocess
 import sys
 
+import pytest
+
 import fastbp.cli
 from fastbp.cli import main
 from fastbp.kernels.cache import has_compiled
 
 
+@pytest.mark.slow
 def test_train_defaults_reach_97_percent(capsys):
     assert main(["train", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -28,6 +31,7 @@ def test_bad_option_gives_a_clear_error(capsys):
     assert "argument --lr: must be finite and > 0, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_adam_and_momentum_recipes(capsys):
     for optimizer, lr in (("adam", "0.001"), ("momentum", "0.02")):
         assert main(["train", "--quiet", "--optimizer", optimizer, "--lr", lr, "--epochs", "20", "--batch-size", "32"]) == 0

@@ -9,6 +9,7 @@ import threading
 
 import numba
 import numpy as np
+import pytest
 
 import fastbp
 from fastbp.threading import THREAD_SAFE_LAYERS, active_layer, is_thread_safe, layer_loads
@@ -97,6 +98,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_optimizer_is_bit_identical_for_one_and_two_numba_threads():
     results = []
     for threads in ("1", "2"):
@@ -130,6 +132,7 @@ print(active_layer())
 """
 
 
+@pytest.mark.slow
 def test_parallel_section_serialises_training_on_the_workqueue_layer():
     """workqueue aborts the process when two threads run parallel kernels at once; fastbp's
     parallel_section makes them take turns instead."""
@@ -157,6 +160,7 @@ print(out)
 """
 
 
+@pytest.mark.slow
 def test_optimizer_steps_are_bit_identical_for_any_thread_count_however_they_are_compiled(tmp_path):
     """NUMBA_BOUNDSCHECK=1 compiles the steps differently. A parallel fast-math loop once rounded
     differently in its vector and scalar paths there, and the thread count decided which element

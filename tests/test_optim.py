@@ -162,6 +162,7 @@ def test_fused_sgd_equals_the_optimizer_path():
     np.testing.assert_allclose(general._params, fused._params, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [fastbp.SGD(lr=0.05, momentum=0.9), fastbp.Adam(lr=1e-3)], ids=repr)
 def test_reference_recipes_reach_97_percent_on_digits(digits, optimizer):
     X_train, X_test, y_train, y_test = digits

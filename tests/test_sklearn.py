@@ -38,6 +38,7 @@ def small_digits():
     return X_train[:600], X_test, y_train[:600], y_test
 
 
+@pytest.mark.slow
 def test_pipeline_grid_search_and_cross_validation(small_digits):
     X, _, y, _ = small_digits
     pipeline = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,), batch_size=32, max_iter=20,
@@ -50,6 +51,7 @@ def test_pipeline_grid_search_and_cross_validation(small_digits):
     assert search.best_score_ > 0.85
 
 
+@pytest.mark.slow
 def test_classifier_reaches_97_percent_on_digits(small_digits):
     X_train, X_test, y_train, y_test = fastbp.data.load_digits_split(seed=0)
     clf = MLPClassifier(hidden_layer_sizes=(128, 64), batch_size=32, max_iter=30, random_state=0).fit(X_train, y_train)

@@ -1,4 +1,4 @@
-"""Compiled kernels of fastbp: explicit loop nests in the notation of NOTATION.md.
+"""Compiled kernels of fastbp: explicit loop nests in the notation of docs/notation.md.
 
 - `activations`: f and f' (relu, tanh, sigmoid, identity), one table selected by a code
 - `checks`: the finiteness check on every input value (NaN, ±inf), before any other kernel runs

@@ -1,7 +1,7 @@
 """Activations f and their derivatives f', as one table selected by an integer code.
 
-`a = f(z)` and `f'` written from the output `a` (NOTATION.md):
-relu `1[z > 0] = 1[a > 0]`, tanh `1 - a²` (seed 003), sigmoid `a(1 - a)` (seed 004), identity `1`.
+`a = f(z)` and `f'` written from the output `a` (docs/derivation.md eq. 3, 4):
+relu `1[z > 0] = 1[a > 0]`, tanh `1 - a²`, sigmoid `a(1 - a)`, identity `1`.
 Adding an activation means adding a code, one line in `activate` and one in `derivative`.
 """
 

@@ -12,7 +12,7 @@ BLOCK = PARALLEL_WORK  # values per task of `all_finite`
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _block_is_finite(x, start, stop):
     """Whether x[start:stop] holds no NaN or ±inf: x·0 is 0 for a finite x and NaN for NaN and ±inf,
-    so the sum of the x·0 is NaN exactly when some value is not finite."""
+    so the sum of the x·0 is NaN exactly when some value is not finite (docs/derivation.md eq. 31)."""
     zero = acc = cast_like(x, 0)
     for p in unsigned_range(start, stop):
         acc += x[p] * zero

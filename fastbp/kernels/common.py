@@ -65,7 +65,7 @@ class NoAliasCompiler(WideVectorCompiler):
 
     Numba compiles the body of every parallel loop so (when it sees no aliases), and LLVM needs it to
     vectorise a row sum: without it, the 4 output rows and 8 input rows of `_rows_chunk` would need
-    38 run-time overlap checks, more than LLVM's limit of 8, and the loop stays scalar (10x slower).
+    38 run-time overlap checks, more than LLVM's limit of 8, and the loop would stay scalar.
     For the task functions that the kernels' loops call: `@njit(pipeline_class=NoAliasCompiler)`.
     """
 

@@ -1,10 +1,10 @@
 """The dense layer: forward, backward-δ and weight-gradient kernels, side by side.
 
-Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)          (seed 000 eq. 1)
-Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}                  (seed 000 eq. 16)
-Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 11, 12)
+Forward   z^l_{sk} = b^l_k + Σ_j W^l_{kj} a^{l-1}_{sj},   a^l = f(z^l)   (docs/derivation.md eq. 1, 2)
+Backward  δ^{l-1}_{sj} = f'(z^{l-1}_{sj}) Σ_k δ^l_{sk} W^l_{kj}          (docs/derivation.md eq. 15)
+Gradient  ∂E/∂W^l_{kj} = (1/S) Σ_s δ^l_{sk} a^{l-1}_{sj},  ∂E/∂b^l_k = (1/S) Σ_s δ^l_{sk}   (eq. 16, 17)
 
-Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fused into the forward  (eq. 11)
+Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fused into the forward  (eq. 19)
 
 All of them read the row-major arrays as they are, with no transposes:
 - the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
@@ -15,13 +15,13 @@ All of them read the row-major arrays as they are, with no transposes:
 
 Compile time: the forward kernels call the inlined tile functions from their own loops, never
 through another inlined wrapper. Numba copies the IR of every inlined body, and a wrapper's copy
-holds everything inlined into it again (flattening three wrappers took a cold first fit + predict
-from 41 to 36 s). The row-sum kernels' loops call one compiled task function each
+holds everything inlined into it again (flattening three wrappers cut the cold compile time; the
+numbers are in benchmarks/NOTES.md). The row-sum kernels' loops call one compiled task function each
 (`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
-type instead of once per branch and kernel. (The forward's tiles ran 5-47% slower in such a task
+type instead of once per branch and kernel. (The forward's tiles ran slower in such a task
 function: LLVM laid out their loops differently. They stay inlined, with relu alone of the
-activation table; `activate_block` applies tanh and sigmoid once per task, which saves 0.7 s. Taking
-relu out of the tiles too would save 1.9 s more, but the 256→128 forward ran 3-4% slower.)
+activation table; `activate_block` applies tanh and sigmoid once per task, which saves compile time.
+Taking relu out of the tiles too would save more, but made the 256→128 forward slower.)
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
@@ -161,7 +161,7 @@ def _row_tasks(M, N, columns):
 # ----------------------------------------------------------------------------- forward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_forward(A, W, b, code, A_out):
-    """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (seed 000 eq. 1; NOTATION.md)
+    """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (docs/derivation.md eq. 1, 2)
 
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
     A_out: (S, n_out), written. Computed in 4 x 4 tiles of (s, k), parallel over tasks of many
@@ -173,8 +173,8 @@ def dense_forward(A, W, b, code, A_out):
     each thread one contiguous run of them, so a thread reads only its own rows of W: the rows that
     `dense_weight_gradient` writes on that same thread. Each core then keeps its half of W in its
     own cache from step to step, instead of fetching the rows the other core has just written.
-    Tile ranges are worked out once per task, not once per tile: their integer divisions took 3-7%
-    of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
+    Tile ranges are worked out once per task, not once per tile: their integer divisions were a
+    visible share of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
     applied to the task's block just after (`activate_block`), while it is in L1.
     """
     S, n_out = A_out.shape
@@ -191,8 +191,8 @@ def dense_forward(A, W, b, code, A_out):
             activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
-# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (1.26 against
-# 1.63 µs for 16 samples on 128→10 compiled without it)
+# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (fewer
+# reference-count updates in the inlined tiles; benchmarks/NOTES.md)
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_forward_serial(A, W, b, code, A_out):
     """`dense_forward` on the calling thread: its tasks in turn, each sum in the same order.
@@ -309,7 +309,7 @@ def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
 # ----------------------------------------------------------------------------- backward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_backward(D, W, A, code, D_out):
-    """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (seed 000 eq. 16; NOTATION.md)
+    """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (docs/derivation.md eq. 15)
 
     In the forward pass a^l = f(b + W a^{l-1}), so ∂z^l_k/∂a^{l-1}_j = W[k, j].
     D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
@@ -353,7 +353,7 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
 # ----------------------------------------------------------------------------- gradient
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_weight_gradient(D, A, alpha, beta, G):
-    """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (seed 000 eq. 11; NOTATION.md)
+    """G[k, j] = β G[k, j] + α Σ_s δ[s, k] a^{l-1}[s, j]   (docs/derivation.md eq. 16)
 
     With α = 1/S, β = 0 this is ∂E/∂W; with α = -ε/S, β = 1 it is the SGD step W ← W - ε ∂E/∂W
     fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in), which
@@ -378,7 +378,7 @@ def dense_weight_gradient(D, A, alpha, beta, G):
 
 @njit(cache=True)
 def bias_gradient(D, alpha, beta, g):
-    """g[k] = β g[k] + α Σ_s δ[s, k]   (seed 000 eq. 12); D: (S, n_out) · g: (n_out,), summed in order of s."""
+    """g[k] = β g[k] + α Σ_s δ[s, k]   (docs/derivation.md eq. 17); D: (S, n_out) · g: (n_out,), summed in order of s."""
     alpha_, beta_ = cast_like(g, alpha), cast_like(g, beta)
     for k in range(g.shape[0]):
         g[k] = beta_ * g[k] if beta_ != 0 else cast_like(g, 0)

@@ -1,15 +1,15 @@
 """Output layers fused with their losses, each from the logits z^L, numerically stable.
 
 For all three pairs the output delta is the same, δ^L_{sk} = ∂E_s/∂z^L_{sk} = a^L_{sk} - t_{sk}
-(seed 000 eq. 9, seed 004 eq. 9 and 26); only a^L and E_s differ:
+(docs/derivation.md eq. 12-14); only a^L and E_s differ:
 
 | code        | a^L = output(z)     | E_s                                                       |
 |-------------|---------------------|-----------------------------------------------------------|
-| SOFTMAX_CE  | e^{z_k - lse(z)}    | lse(z) Σ_k t_k - Σ_k t_k z_k        (seed 000 eq. 4, 004 eq. 38) |
-| SIGMOID_BCE | σ(z_k)              | Σ_k max(z_k, 0) - t_k z_k + log1p(e^{-|z_k|})   (seed 004 eq. 36) |
+| SOFTMAX_CE  | e^{z_k - lse(z)}    | lse(z) Σ_k t_k - Σ_k t_k z_k        (docs/derivation.md eq. 27) |
+| SIGMOID_BCE | σ(z_k)              | Σ_k max(z_k, 0) - t_k z_k + log1p(e^{-|z_k|})   (docs/derivation.md eq. 28) |
 | IDENTITY_SE | z_k                 | ½ Σ_k (z_k - t_k)²                                         |
 
-lse(z) = m + log Σ_c e^{z_c - m} with m = max_c z_c, so exp never overflows (seed 000 §1.8).
+lse(z) = m + log Σ_c e^{z_c - m} with m = max_c z_c, so exp never overflows (docs/derivation.md eq. 26).
 """
 import math
 
@@ -101,7 +101,7 @@ def _loss_row(Z, T, code, s, A_out, D):
 
 @njit(parallel=True, cache=True)
 def output_loss(Z, T, code, A_out, D, losses):
-    """E = (1/S) Σ_s E_s and δ^L[s, k] = a^L[s, k] - t[s, k]   (NOTATION.md, table above)
+    """E = (1/S) Σ_s E_s and δ^L[s, k] = a^L[s, k] - t[s, k]   (docs/derivation.md eq. 9-14)
 
     Z: (S, n_L) logits z^L · T: (S, n_L) targets · code: SOFTMAX_CE, SIGMOID_BCE or IDENTITY_SE
     A_out: (S, n_L) a^L, written (may be Z itself) · D: (S, n_L) δ^L, written

@@ -91,7 +91,7 @@ def adam_step(params, grads, m, u, lr, beta1, beta2, eps, weight_decay, decouple
     θ ← θ - ε/(1-β₁ᵗ) · m / (√u / √(1-β₂ᵗ) + eps), as ``torch.optim.Adam``/``AdamW`` compute it.
     params, grads, m, u: (P,) flat vectors; m and u are zero before step 1. Parallel over blocks of
     elements; error_model="numpy" (IEEE division, no ZeroDivisionError check) lets LLVM vectorise the
-    loop, 5x faster than with the check.
+    loop, which the check prevents.
     """
     step_size = cast_like(params, lr / (1.0 - beta1 ** t))
     root_correction = cast_like(params, math.sqrt(1.0 - beta2 ** t))

@@ -176,7 +176,7 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
-    has been computed from it, so every gradient of the step uses the original weights (seed 002).
+    has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
     Returns (batch-mean loss, number of correct predictions).
     """
     forward(sizes, codes, params, poff, A0, work, woff, S)
