@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastbp
+import fastbp.cli
 from fastbp.checkpoint import load_checkpoint
 from fastbp.distributed import local_ranks, writeable_map
 from fastbp.validation import check_X
@@ -138,3 +139,16 @@ def test_job32_runs_in_one_process_with_a_checkpoint(tmp_path):
     params, same, val_loss = job32(str(tmp_path / "one.npz"))
     assert same and len(val_loss) == 5
     assert int(load_checkpoint(tmp_path / "one.npz")["epoch"]) == 5
+
+
+def test_cli_distributed_prints_the_accuracy_of_one_process(capsys):
+    argv = ["train", "--epochs", "3", "--quiet", "--dtype", "float64", "--optimizer", "momentum", "--lr", "0.02"]
+    assert fastbp.cli.main(argv) == 0
+    one = capsys.readouterr().out
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, "-m", "fastbp.cli", *argv, "--distributed"],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    accuracy = [line.split("|")[0] for text in (one, proc.stdout) for line in text.splitlines()
+                if line.startswith("test accuracy")]
+    assert len(accuracy) == 2 and accuracy[0] == accuracy[1], (one, proc.stdout)  # rank 0 alone prints
