@@ -20,7 +20,7 @@ from fastbp.validation import check_X
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 sys.path.insert(0, str(SCRIPTS))
-from jobs import OPTIMIZERS, job, job32  # noqa: E402
+from jobs import OPTIMIZERS, estimator_job, job, job32  # noqa: E402
 
 ROOT = Path(fastbp.__file__).resolve().parent.parent
 TIMEOUT = 300  # seconds per launch: a cold kernel cache is compiled by the first test, not by the ranks
@@ -44,7 +44,7 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def one_process():
-    return {name: job(name, np.float64)[0] for name in OPTIMIZERS}
+    return {**{name: job(name, np.float64)[0] for name in OPTIMIZERS}, "estimator": estimator_job()}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,10 @@ def test_two_ranks_equal_one_process_float64(compare, one_process, name):
     assert compare[name + "_same"]  # identical on both ranks after every epoch
     assert relative(compare[name], one_process[name]) <= 1e-12
     assert not np.array_equal(compare[name], fastbp.MLP([12, 16, 8, 3], dtype=np.float64, seed=7)._params)
+
+
+def test_estimator_with_comm_equals_one_process(compare, one_process):
+    assert relative(compare["estimator"], one_process["estimator"]) <= 1e-12
 
 
 def test_float32_bit_identical_across_launches(compare, tmp_path):

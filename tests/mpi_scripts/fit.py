@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py through ``mpiexec -n 2 python fit.py MODE OUT [...]``.
 
 Modes:
-- ``compare``: float64 SGD, momentum and Adam jobs, and the float32 checkpointed job `job32`; rank 0 writes
+- ``compare``: float64 SGD, momentum and Adam jobs, the float32 checkpointed job `job32` and the scikit-learn
+  estimator's job; rank 0 writes
   each job's final weights and whether every rank held the same weights after every epoch to OUT (.npz);
 - ``job32``: the float32 job alone (``resume`` continues it from its checkpoint; ``kill`` makes rank 1
   SIGKILL itself after epoch 3, when the checkpoint of epoch 2 is on disk);
@@ -18,7 +19,7 @@ from mpi4py import MPI
 import fastbp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from jobs import OPTIMIZERS, SameOnEveryRank, data, job, job32  # noqa: E402
+from jobs import OPTIMIZERS, SameOnEveryRank, data, estimator_job, job, job32  # noqa: E402
 
 
 comm = MPI.COMM_WORLD
@@ -31,6 +32,7 @@ def main(mode, out):
         for name in OPTIMIZERS:
             results[name], results[name + "_same"] = job(name, np.float64, comm)
         results["job32"], results["job32_same"], results["job32_val_loss"] = job32(out + ".ckpt.npz", comm)
+        results["estimator"] = estimator_job(comm)
         if rank == 0:
             np.savez(out, **results)
     elif mode in ("job32", "kill", "resume"):

@@ -1,6 +1,7 @@
 """The training jobs of tests/test_distributed.py, run on 2 ranks by `fit.py` and in one process by the test."""
 import os
 import signal
+import warnings
 
 import numpy as np
 
@@ -55,3 +56,18 @@ def job32(checkpoint, comm=None, resume=None, kill=False):
                         alpha=1e-3, clip_norm=1.0, validation_split=0.2, patience=10, comm=comm,
                         callbacks=[check, killer], checkpoint=checkpoint, checkpoint_every=1, resume=resume)
     return model._params.copy(), check.same, np.array(history["val_loss"])
+
+
+def estimator_job(comm=None):
+    """fastbp.sklearn.MLPClassifier (sgd with Nesterov momentum, L2, early stopping) in float64: its flat weights."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from fastbp.sklearn import MLPClassifier
+
+    X, y = data()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=0.02, batch_size=40, max_iter=4,
+                        early_stopping=True, random_state=0, dtype=np.float64, comm=comm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # 4 epochs on purpose
+        clf.fit(X, y)
+    return clf.model_._params.copy()
