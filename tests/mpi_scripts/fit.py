@@ -7,7 +7,7 @@ Modes:
 - ``job32``: the float32 job alone (``resume`` continues it from its checkpoint; ``kill`` makes rank 1
   SIGKILL itself after epoch 3, when the checkpoint of epoch 2 is on disk);
 - ``mismatch``: ranks that disagree (input width, dtype, seed, a NaN in one rank's shard); each rank
-  prints one line per case with the error it got;
+  writes one line per case with the error it got to OUT.rank<r>.txt;
 - ``local``: shard="local" from memory maps of each rank's own rows, with validation data.
 """
 import os
@@ -48,14 +48,17 @@ def main(mode, out):
             "seed": dict(seed=rank),
             "nan": dict(X=np.where(np.arange(12) == 5, np.nan, X) if rank else X, shard="local"),
         }
+        lines = []
         for case, c in cases.items():
             model = fastbp.MLP(c.get("sizes", [12, 8, 3]), dtype=np.float64, seed=0)
             try:
                 model.fit(c.get("X", X), y, epochs=1, seed=c.get("seed", 0), verbose=0, comm=comm,
                           shard=c.get("shard", "global"))
-                print(f"rank {rank} {case}: trained", flush=True)
+                lines.append(f"{case}: trained")
             except (ValueError, TypeError) as exc:
-                print(f"rank {rank} {case}: {type(exc).__name__}: {exc}", flush=True)
+                lines.append(f"{case}: {type(exc).__name__}: {exc}")
+        with open(f"{out}.rank{rank}.txt", "w") as file:  # a file per rank: the ranks' stdout lines may interleave
+            file.write("\n".join(lines) + "\n")
     elif mode == "local":
         X, y = data(n=600)
         if rank == 0:
