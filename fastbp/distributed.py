@@ -284,6 +284,8 @@ class Run:
     def epoch(self, X, T, order, lr: float, history) -> bool:
         """Train one epoch at learning rate `lr`, append its numbers (reduced over ranks) to history;
         False, with nothing changed on any rank, if it diverged."""
+        from .model import _Run  # its end of an epoch: the divergence check and the history
+
         m, opt, ctx = self.model, self.optimizer, self.ctx
         hyper = K.hyper_parameters(**opt.step_settings(lr), l2=self.alpha, max_norm=self.max_norm)
         saved = m._params.copy(), self.state.copy(), opt.steps
@@ -294,17 +296,8 @@ class Run:
         seconds = time.perf_counter() - start
         loss_sum, correct = ctx.sum([loss_sum, correct])
         seconds = ctx.comm.allreduce(seconds, op=ctx.MPI.MAX)
-        N = ctx.n_total(X.shape[0])
-        if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
-            m._params[...], self.state[...], opt.steps = saved
-            self.diverged_loss = loss_sum / N
+        if not _Run.finish(self, loss_sum, correct, ctx.n_total(X.shape[0]), seconds, hyper[LR], saved, history):
             return False
-        opt.epochs += 1
-        history["loss"].append(loss_sum / N)
-        if "accuracy" in history:
-            history["accuracy"].append(correct / N)
-        history["lr"].append(hyper[LR])
-        history["samples_per_second"].append(N / seconds)
         history.setdefault("allreduce_seconds", []).append(ctx.comm.allreduce(self.allreduce_seconds,
                                                                                op=ctx.MPI.MAX))
         return True

@@ -395,7 +395,12 @@ class _Run:
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
                     hyper, self.state, opt.steps)
         seconds = time.perf_counter() - start
-        N = X.shape[0]
+        return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
+
+    def finish(self, loss_sum, correct, N: int, seconds: float, lr: float, saved, history) -> bool:
+        """Undo the epoch (`saved`: parameters, state, steps before it) and return False if it diverged;
+        else count it and append its mean loss, accuracy, lr and samples/s over N samples to history."""
+        m, opt = self.model, self.optimizer
         if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
             m._params[...], self.state[...], opt.steps = saved
             self.diverged_loss = loss_sum / N
@@ -404,7 +409,7 @@ class _Run:
         history["loss"].append(loss_sum / N)
         if "accuracy" in history:
             history["accuracy"].append(correct / N)
-        history["lr"].append(hyper[LR])
+        history["lr"].append(lr)
         history["samples_per_second"].append(N / seconds)
         return True
 
