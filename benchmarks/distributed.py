@@ -32,8 +32,6 @@ BATCH = 512
 def worker(samples: int, epochs: int, use_comm: bool) -> None:
     """Train the reference job; rank 0 prints one JSON line."""
     sys.path.insert(0, str(HERE))
-    import numpy as np
-
     import fastbp
     from reference_job import LAYER_SIZES, LEARNING_RATE, reference_data
 

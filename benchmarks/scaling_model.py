@@ -71,7 +71,8 @@ def main() -> None:
         print(f"{name}: {parameters(sizes):,} parameters ({parameters(sizes) * BYTES / 1e6:.2f} MB float32), "
               f"{training_flops_per_sample(sizes) / 1e6:.2f} MFLOP per sample")
     for title, per_rank in (("global batch", lambda P: args.batch / P), ("per-rank batch", lambda P: args.batch)):
-        print(f"\nefficiency E(P), {title} {args.batch}, ranks of {args.gflops:g} GFLOP/s, latency {args.latency_us:g} µs")
+        print(f"\nefficiency E(P), {title} {args.batch}, ranks of {args.gflops:g} GFLOP/s, "
+              f"latency {args.latency_us:g} µs")
         header = "| P | " + " | ".join(f"{n.split()[0]} {g} Gb/s" for n in NETWORKS for g in BANDWIDTHS_GBIT) + " |"
         print(header)
         print("|" + "---|" * (1 + len(NETWORKS) * len(BANDWIDTHS_GBIT)))

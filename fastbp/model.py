@@ -12,9 +12,9 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed
 from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
-from . import distributed
 from .distributed import writeable_map
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
@@ -178,9 +178,8 @@ class MLP:
             callbacks = _check_callbacks(callbacks)
             rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
             if ctx is not None:
-                ctx.signature = distributed.signature(self, X, X_dtype, seed, epochs, batch_size, shuffle,
-                                                         optimizer, alpha, clip_norm, validation, stopper,
-                                                         checkpoint_every, resume)
+                ctx.signature = distributed.signature(self, X, X_dtype, seed, epochs, batch_size, shuffle, optimizer,
+                                                      alpha, clip_norm, validation, stopper, checkpoint_every, resume)
         history = self._empty_history(validation is not None)
         if ctx is None:
             run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm), X.shape[0]
