@@ -134,7 +134,7 @@ class Context:
         except (ValueError, TypeError) as exc:
             self.comm.allgather(("error", f"{type(exc).__name__}: {exc}"))
             raise
-        reports = self.comm.allgather(("ok", self.signature))
+        reports = self.comm.allgather(("ok", {"shard": self.shard, **self.signature}))
         failed = [(r, what) for r, (status, what) in enumerate(reports) if status == "error"]
         if failed:
             raise ValueError("; ".join(f"rank {r} rejected its input ({what})" for r, what in failed))

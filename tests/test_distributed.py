@@ -99,7 +99,8 @@ def test_ranks_that_disagree_all_get_a_value_error(tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = [dict(line.split(": ", 1) for line in (tmp_path / f"mismatch.rank{r}.txt").read_text().splitlines())
            for r in (0, 1)]
-    expected = {"width": "input width", "dtype": "X's dtype", "seed": "the ranks disagree on seed"}
+    expected = {"width": "input width", "dtype": "X's dtype", "seed": "the ranks disagree on seed",
+                "shard": "the ranks disagree on shard"}
     for case, words in expected.items():
         for rank in (0, 1):
             assert got[rank][case].startswith("ValueError: the ranks disagree") and words in got[rank][case]

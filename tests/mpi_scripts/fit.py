@@ -47,6 +47,7 @@ def main(mode, out):
             "dtype": dict(X=X.astype(np.float32) if rank else X),
             "seed": dict(seed=rank),
             "nan": dict(X=np.where(np.arange(12) == 5, np.nan, X) if rank else X, shard="local"),
+            "shard": dict(shard="local" if rank else "global"),
         }
         lines = []
         for case, c in cases.items():
