@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from .data import load_digits_split
-from .kernels import ACTIVATIONS, train_epoch, train_epoch_optimizer
+from .kernels import ACTIVATIONS, forward_backward, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
 from .model import MLP
 from .optim import SGD, Adam
@@ -53,27 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of `mpiexec -n P fastbp train --distributed` (fastbp[mpi]); "
+                            "--batch-size is the global batch")
     return parser
 
 
+def _world(distributed: bool):
+    """(MPI.COMM_WORLD, is rank 0) with --distributed, else (None, True)."""
+    if not distributed:
+        return None, True
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ValueError("--distributed needs mpi4py and an MPI: pip install 'fastbp[mpi]'") from None
+    return MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank() == 0
+
+
 def train(args: argparse.Namespace) -> int:
+    comm, root = _world(args.distributed)
+    say = print if root else (lambda *a, **k: None)  # only rank 0 prints
     dtype = np.dtype(args.dtype).type
     X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
     sizes = [X_train.shape[1], *args.hidden, 10]
     model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)
-    print(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
+    say(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
     # the epoch kernel fit runs: with no penalty and no clipping, as here, a fused optimizer's is train_epoch
-    compiles = not has_compiled(train_epoch if optimizer.fused else train_epoch_optimizer)
+    # (with comm, a step at a time: forward_backward)
+    compiles = not has_compiled(forward_backward if comm else train_epoch if optimizer.fused else train_epoch_optimizer)
     if compiles:
-        print("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
+        say("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
-                        seed=args.seed, verbose=0 if args.quiet else 1)
+                        seed=args.seed, verbose=0 if args.quiet else 1, comm=comm)
     seconds = time.perf_counter() - start
     speed = np.median(history["samples_per_second"])
-    print(f"test accuracy {model.score(X_test, y_test):.2%}  |  {speed:,.0f} samples/s (median epoch)  |  "
-          f"fit {seconds:.2f} s" + (" including compilation" if compiles else ""))
+    say(f"test accuracy {model.score(X_test, y_test):.2%}  |  {speed:,.0f} samples/s (median epoch)  |  "
+        f"fit {seconds:.2f} s" + (" including compilation" if compiles else ""))
     return 0
 
 

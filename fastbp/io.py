@@ -29,8 +29,13 @@ def save(model: MLP, path: str | os.PathLike) -> None:
     path : str or path-like
         The file to write, used exactly as given (no suffix is added); replaced if it exists.
     """
+    write_npz_atomically(path, _fields(model))
+
+
+def write_npz_atomically(path: str | os.PathLike, fields: dict[str, np.ndarray]) -> None:
+    """``np.savez(path, **fields)`` through a temporary file in the same directory, fsync'ed and renamed
+    over `path`: a crash at any moment leaves the old file or the new one, never half of one."""
     path = os.fspath(path)
-    fields = _fields(model)
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:

@@ -1,6 +1,7 @@
 """The multilayer perceptron: builds the flat parameter and workspace arrays and calls the kernels."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -11,8 +12,10 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
+from . import distributed
 from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
+from .distributed import writeable_map
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
 from .threading import parallel_section
@@ -112,7 +115,8 @@ class MLP:
             shuffle: bool = True, seed: int = 0, verbose: int = 1, *, alpha: float = 0.0,
             clip_norm: float | None = None, validation_data: tuple | None = None, validation_split: float = 0.0,
             patience: int | None = None, min_delta: float = 0.0, monitor: str | None = None,
-            callbacks: Sequence[Callable] = ()) -> dict[str, list[float]]:
+            callbacks: Sequence[Callable] = (), comm=None, shard: str = "global", checkpoint=None,
+            checkpoint_every: int = 1, resume=None) -> dict[str, list[float]]:
         """Train by mini-batches; the loop over an epoch's batches, each gradient and each optimizer
         step run in compiled code. Training continues from the current weights.
 
@@ -138,41 +142,75 @@ class MLP:
         monitor : "val_loss", "loss", "val_accuracy" or "accuracy"; default "val_loss" with validation, else "loss"
         callbacks : callables ``callback(epoch, history, model)`` run after every epoch (epoch from 1);
             training stops when one returns True
+        comm : mpi4py communicator or None, train data-parallel over its ranks (`fastbp.distributed`,
+            docs/distributed.md): `batch_size` is the global batch, the weights stay identical on every
+            rank, the history is reduced over ranks, and only rank 0 prints and writes checkpoints
+        shard : "global" (every rank passes the same X, y) or "local" (each rank passes its own rows); with comm
+        checkpoint : path or None, write the state of the run there (`fastbp.checkpoint`), atomically, every
+            `checkpoint_every` epochs and at the last one
+        checkpoint_every : int ≥ 1
+        resume : path or None, continue the run from this checkpoint: `epochs` counts the epochs of the whole
+            run, so the same call resumes it; with the same data, settings, ranks and threads the final
+            weights equal those of an uninterrupted run, bit for bit
 
         Returns
         -------
         history : dict
             Per epoch: ``"loss"`` (mean of the batch losses, penalty included, as Keras and scikit-learn
             report it), ``"accuracy"`` for softmax/sigmoid outputs, ``"val_loss"``/``"val_accuracy"`` with
-            validation, ``"lr"`` and ``"samples_per_second"``.
+            validation, ``"lr"`` and ``"samples_per_second"``; with `comm` also ``"allreduce_seconds"``.
         """
-        X, T = self._check_data(X, y)
-        epochs = check_positive_int(epochs, "epochs")
-        verbose = _check_verbose(verbose)
-        optimizer = self._check_optimizer(optimizer)
-        alpha = _check_non_negative(alpha, "alpha")
-        clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
-        rng = np.random.default_rng(seed)
-        X, T, validation = self._validation_set(X, T, validation_data, validation_split, rng)
-        batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
-        stopper = _EarlyStopping(patience, min_delta, _monitor(monitor, validation is not None, self.output))
-        callbacks = _check_callbacks(callbacks)
-        rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
+        ctx = None if comm is None else distributed.Context(comm, shard)
+        with ctx.checks() if ctx else contextlib.nullcontext():  # with comm: every rank's checks, then compared
+            X_dtype = str(getattr(X, "dtype", ""))
+            X, T = self._check_data(writeable_map(X), y)
+            epochs = check_positive_int(epochs, "epochs")
+            verbose = _check_verbose(verbose) if ctx is None or ctx.is_root else 0
+            optimizer = self._check_optimizer(optimizer)
+            alpha = _check_non_negative(alpha, "alpha")
+            clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
+            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+            rng = np.random.default_rng(seed)
+            X, T, validation = self._validation_set(X, T, validation_data, validation_split,
+                                                    rng if ctx is None else ctx.split_rng(rng))
+            batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0] if ctx is None else 1 << 62)
+            stopper = _EarlyStopping(patience, min_delta, _monitor(monitor, validation is not None, self.output))
+            callbacks = _check_callbacks(callbacks)
+            rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
+            if ctx is not None:
+                ctx.signature = distributed.signature(self, X, X_dtype, seed, epochs, batch_size, shuffle, optimizer,
+                                                      alpha, clip_norm, validation, stopper, checkpoint_every, resume)
         history = self._empty_history(validation is not None)
-        run = _Run(self, optimizer, batch_size, alpha, clip_norm)
+        if ctx is None:
+            run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm), X.shape[0]
+        else:
+            n_total = ctx.n_total(X.shape[0])
+            batch_size = min(batch_size, n_total)
+            run = distributed.Run(self, optimizer, batch_size, alpha, clip_norm, ctx, X.shape[0])
+            ctx.broadcast_start(self, optimizer, run.state)
+        done, finished = 0, False
+        if resume is not None:
+            done, finished = self._resume(resume, ctx, optimizer, rng, history, stopper, batch_size, n_total)
+            rates = [optimizer.learning_rate(optimizer.epochs - done + e) for e in range(epochs)]
         with _Progress(verbose, epochs) as progress:
-            for epoch in range(1, epochs + 1):
-                order = rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0])
+            for epoch in range(done + 1, (done if finished else epochs) + 1):
+                order = (ctx.epoch_order(rng, X.shape[0], shuffle) if ctx else
+                         rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0]))
                 if not run.epoch(X, T, order, rates[epoch - 1], history):
                     warnings.warn(f"training diverged in epoch {epoch} (loss is {run.diverged_loss}); stopped and "
                                   f"kept the weights from the end of epoch {epoch - 1}. Lower the learning rate.",
                                   RuntimeWarning, stacklevel=2)
                     break
                 if validation is not None:
-                    self._record_validation(*validation, history)
+                    self._record_validation(*validation, history, ctx)
                 progress.update(epoch, history)
                 stop = stopper.update(history, self._params)
-                if any([bool(callback(epoch, history, self)) for callback in callbacks]) or stop:
+                stop = any([bool(callback(epoch, history, self)) for callback in callbacks]) or stop
+                stop = ctx.any(stop) if ctx else stop  # every rank stops together
+                if checkpoint is not None and (epoch % checkpoint_every == 0 or epoch == epochs or stop):
+                    self._checkpoint(checkpoint, ctx, optimizer, epoch, stop, rng, history, stopper, batch_size,
+                                     n_total)
+                if stop:
                     break
         stopper.restore_best(self._params)
         self.optimizer = optimizer
@@ -218,7 +256,7 @@ class MLP:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            return X, T, self._check_data(*validation_data)
+            return X, T, self._check_data(writeable_map(validation_data[0]), validation_data[1])
         split = _check_non_negative(validation_split, "validation_split")
         if split == 0:
             return X, T, None
@@ -236,8 +274,8 @@ class MLP:
             keys += ["val_" + key for key in keys]
         return {key: [] for key in keys + ["lr", "samples_per_second"]}
 
-    def _record_validation(self, X_val, T_val, history) -> None:
-        loss, accuracy = self._loss_and_accuracy(X_val, T_val)
+    def _record_validation(self, X_val, T_val, history, ctx=None) -> None:
+        loss, accuracy = ctx.validation_sums(self, X_val, T_val) if ctx else self._loss_and_accuracy(X_val, T_val)
         history["val_loss"].append(loss)
         if "val_accuracy" in history:
             history["val_accuracy"].append(accuracy)
@@ -258,6 +296,25 @@ class MLP:
         threads each take their own blocks of rows through every layer; as small as those blocks."""
         threads = threads or numba.get_num_threads()
         return self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
+
+    def _checkpoint(self, path, ctx, optimizer, epoch, finished, rng, history, stopper, batch_size, n_total):
+        """Write a checkpoint (`fastbp.checkpoint`); with comm, rank 0 writes after a barrier and every rank
+        raises if the write fails."""
+        from .checkpoint import save_checkpoint
+
+        args = (path, self, optimizer, epoch, finished, rng, history, stopper, batch_size, n_total,
+                1 if ctx is None else ctx.size)
+        if ctx is None:
+            return save_checkpoint(*args)
+        ctx.barrier()
+        ctx.root_result(save_checkpoint, *args)
+
+    def _resume(self, path, ctx, optimizer, rng, history, stopper, batch_size, n_total) -> tuple[int, bool]:
+        """Restore the checkpoint at `path` (read by rank 0 and broadcast, with comm); (epochs done, finished)."""
+        from .checkpoint import load_checkpoint, restore
+
+        fields = load_checkpoint(path) if ctx is None else ctx.root_result(load_checkpoint, path)
+        return restore(fields, path, self, optimizer, rng, history, stopper, batch_size, n_total)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X) -> np.ndarray:
@@ -338,7 +395,12 @@ class _Run:
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
                     hyper, self.state, opt.steps)
         seconds = time.perf_counter() - start
-        N = X.shape[0]
+        return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
+
+    def finish(self, loss_sum, correct, N: int, seconds: float, lr: float, saved, history) -> bool:
+        """Undo the epoch (`saved`: parameters, state, steps before it) and return False if it diverged;
+        else count it and append its mean loss, accuracy, lr and samples/s over N samples to history."""
+        m, opt = self.model, self.optimizer
         if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
             m._params[...], self.state[...], opt.steps = saved
             self.diverged_loss = loss_sum / N
@@ -347,7 +409,7 @@ class _Run:
         history["loss"].append(loss_sum / N)
         if "accuracy" in history:
             history["accuracy"].append(correct / N)
-        history["lr"].append(hyper[LR])
+        history["lr"].append(lr)
         history["samples_per_second"].append(N / seconds)
         return True
 

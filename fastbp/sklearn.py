@@ -42,7 +42,7 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dtype=np.float32):
+                 n_iter_no_change=10, dtype=np.float32, comm=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -64,6 +64,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.comm = comm
 
     # ------------------------------------------------------------------ public API
     def fit(self, X, y):
@@ -105,6 +106,9 @@ class _BaseMLP(BaseEstimator):
                              y_numeric=isinstance(self, RegressorMixin))
         X = np.ascontiguousarray(X, dtype=self.dtype)  # one dtype before the validation split
         T = self._encode(y, first, classes)
+        if self.comm is not None and not isinstance(self.random_state, numbers.Integral):
+            raise ValueError("comm needs an integer random_state, the same on every rank, so that every rank "
+                             f"draws the same initialisation, split and shuffling; got {self.random_state!r}")
         rng = check_random_state(self.random_state)
         if first:
             self._initialise(X.shape[1], T.shape[1], rng)
@@ -114,7 +118,7 @@ class _BaseMLP(BaseEstimator):
         stopper = _SklearnStopping(self, validation, incremental)
         self.model_.fit(X, T, epochs=epochs, batch_size=batch_size, optimizer=self._optimizer,
                         shuffle=self.shuffle, seed=_seed(rng), verbose=2 if self.verbose else 0,
-                        alpha=self.alpha, callbacks=[stopper])
+                        alpha=self.alpha, callbacks=[stopper], comm=self.comm)
         stopper.finish()
         return self
 
@@ -220,6 +224,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2, epsilon : float (solver="adam")
     n_iter_no_change : int, default 10
     dtype : np.float32 or np.float64, default np.float32
+    comm : mpi4py communicator or None, default None
+        Train data-parallel over its ranks (`MLP.fit`'s `comm`, docs/distributed.md): every rank calls
+        `fit` with the same data and an integer `random_state`; `batch_size` is the global batch.
 
     Attributes
     ----------
