@@ -64,8 +64,9 @@ def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("S_prev", [0, 1, 9])
-@pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30)])  # parallel, few unit tiles
+@pytest.mark.parametrize("S_prev", [0, 1, 9, 300])  # 300: the step's terms in two blocks
+@pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30), (40, 1100, 40)])  # parallel, few
+# unit tiles; rows of W too wide for groups of GROUP tiles
 def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     """The previous batch's SGD step on W, then this batch's forward: against the matrix form, and
     bit for bit against `dense_weight_gradient` then `dense_forward`."""
@@ -85,6 +86,30 @@ def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     K.dense_forward(A, apart, b, K.RELU, apart_out)
     np.testing.assert_array_equal(fused, apart)
     np.testing.assert_array_equal(A_out, apart_out)
+
+
+# rows of 600 and 1,100 columns come in column blocks (MAX_COLUMNS); 300 terms of float64 (and 1,100 of
+# float32 in the backward) in two or more term blocks (PANEL_BYTES); 1,100 inputs make forward groups
+# smaller than GROUP
+BLOCKED_SHAPES = [(300, 600, 300), (37, 1100, 70), (9, 1100, 1100)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("S,n_in,n_out", BLOCKED_SHAPES)
+def test_cache_blocks_cover_every_term_once(S, n_in, n_out, dtype):
+    """Forward, backward and weight gradient on shapes whose row sums run in column and term blocks."""
+    rng = np.random.default_rng(S + n_in)
+    A, W, b = (rng.normal(size=s).astype(dtype) for s in [(S, n_in), (n_out, n_in), (n_out,)])
+    D = rng.normal(size=(S, n_out)).astype(dtype)
+    D[rng.random(D.shape) < 0.3] = 0
+    A_out, D_out, G = np.empty((S, n_out), dtype), np.empty((S, n_in), dtype), np.full((n_out, n_in), np.nan, dtype)
+    K.dense_forward(A, W, b, K.TANH, A_out)
+    K.dense_backward(D, W, A, K.IDENTITY, D_out)
+    K.dense_weight_gradient(D, A, 0.5, 0.0, G)
+    tol = _tol(dtype) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(A_out, np.tanh(A.astype(float) @ W.T.astype(float) + b), **tol)
+    np.testing.assert_allclose(D_out, D.astype(float) @ W.astype(float), **tol)
+    np.testing.assert_allclose(G, 0.5 * D.T.astype(float) @ A.astype(float), **tol)
 
 
 @pytest.mark.parametrize("S,n_in,n_out", [(1, 700, 3), (2, 300, 5), (64, 1000, 2), (5, 2, 9)])

@@ -115,15 +115,23 @@ def _term_block(P, columns, itemsize):
 
 
 @njit(inline="always", cache=True)
-def _forward_tasks(S, n_out):
-    """(number of tasks, groups, sample blocks per group) of `dense_forward` on an S x n_out output.
+def _group(W):
+    """Unit tiles per group of the forward: GROUP, or fewer when their rows of W would not fit in
+    PANEL_BYTES (rows wider than 1,024 float32), so that the group's rows stay in L2."""
+    return max(1, min(GROUP, PANEL_BYTES // (TILE * max(W.shape[1], 1) * W.itemsize)))
 
-    The unit tiles (k) come in groups of at most GROUP (64 rows of W), all about as wide, and each
-    group's sample tiles (s) in blocks, so that there are about TASKS tasks of about equal work:
-    enough that a thread's share varies little with where prange cuts the run of tasks.
+
+@njit(inline="always", cache=True)
+def _forward_tasks(S, W):
+    """(number of tasks, groups, sample blocks per group) of `dense_forward` of W on S samples.
+
+    The unit tiles (k) come in groups of at most GROUP (64 rows of W), fewer when their rows would
+    not fit in PANEL_BYTES (rows wider than 1,024 float32), all about as wide, and each group's sample
+    tiles (s) in blocks, so that there are about TASKS tasks of about equal work: enough that a
+    thread's share varies little with where prange cuts the run of tasks.
     """
-    n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (n_out + TILE - 1) // TILE
-    n_groups = (n_u_tiles + GROUP - 1) // GROUP
+    n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (W.shape[0] + TILE - 1) // TILE
+    n_groups = (n_u_tiles + _group(W) - 1) // _group(W)
     n_blocks = max(1, min(n_s_tiles, (TASKS + n_groups - 1) // n_groups))
     return n_groups * n_blocks, n_groups, n_blocks
 
@@ -181,7 +189,7 @@ def dense_forward(A, W, b, code, A_out):
     if S * W.size < PARALLEL_WORK:
         dense_forward_serial(A, W, b, code, A_out)
     else:
-        n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
+        n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
@@ -201,7 +209,7 @@ def dense_forward_serial(A, W, b, code, A_out):
     (`training.predict_outputs`).
     """
     S, n_out = A_out.shape
-    n_tasks, n_groups, n_blocks = _forward_tasks(S, n_out)
+    n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
     for t in range(n_tasks):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
         for st in range(st0, st1):
@@ -413,7 +421,7 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
         dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
         dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
-        n_groups = max(MIN_GROUPS, (n_unit_tiles + GROUP - 1) // GROUP)
+        n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
         for g in prange(n_groups):
             # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles,
             # sample tile after sample tile (`dense_forward`'s task g of n_groups, with one block of
