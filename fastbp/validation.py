@@ -136,7 +136,7 @@ def _as_real_array(a, name: str) -> np.ndarray:
     except (ValueError, TypeError) as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be read as an array ({exc}); "
                          "pass a rectangular numeric array, every row the same length") from exc
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype.kind not in "biuf":  # bool, integers, floats (the kind: one character, no subtype walk)
         hint = (" (for class names, encode them as 0..C-1 first, e.g. with sklearn.preprocessing.LabelEncoder)"
                 if name != "X" and arr.dtype.kind in "USO" else "")
         raise TypeError(f"{name} must hold real numbers (integer, bool or float), got dtype {arr.dtype}; "
