@@ -16,7 +16,10 @@ from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
 from .threading import parallel_section
-from .validation import check_positive_int, check_targets, check_X
+from .validation import check_positive_int, check_sample_weight, check_targets, check_X
+
+#: the outputs that classify (accuracy is recorded); "identity" and "poisson" regress
+_CLASSIFYING = ("softmax", "sigmoid")
 
 class MLP:
     """A fully connected network trained by backpropagation.
@@ -30,9 +33,10 @@ class MLP:
         ``[n_0, n_1, ..., n_L]``: inputs, hidden layers, outputs. At least two entries, each ≥ 1.
     activation : str or sequence of str, default "relu"
         Hidden activation, one of "relu", "tanh", "sigmoid", "identity", or one per hidden layer.
-    output : {"softmax", "sigmoid", "identity"}, default "softmax"
+    output : {"softmax", "sigmoid", "identity", "poisson"}, default "softmax"
         Output layer and loss: softmax + cross-entropy (classes), sigmoid + binary cross-entropy
-        (multi-label or one binary output), identity + ½ squared error (regression).
+        (multi-label or one binary output), identity + ½ squared error (regression), exp + half Poisson
+        deviance (counts or rates ≥ 0).
     dtype : np.float32 or np.float64, default np.float32
     seed : int, default 0
         Seeds the initialisation (He for relu layers, Glorot for the others and the output layer).
@@ -89,8 +93,10 @@ class MLP:
         return empty_on_a_line(copies * K.workspace_offsets(self._sizes, batch)[-1, 2], self.dtype)
 
     # ------------------------------------------------------------------ training
-    def loss_and_grads(self, X, y) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    def loss_and_grads(self, X, y, sample_weight=None) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
         """Batch-mean loss E and its gradients on (X, y), without changing the model.
+
+        With `sample_weight` (N,), E is the weighted mean Σ_s w_s E_s / Σ_s w_s.
 
         Returns
         -------
@@ -99,20 +105,32 @@ class MLP:
         db : list of ndarray, shaped like `biases`: ``∂E/∂b^l``
         """
         X, T = self._check_data(X, y)
-        S = X.shape[0]
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         grads = empty_on_a_line(self._params.shape, self.dtype)
-        with parallel_section():
-            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T,
-                                         self._workspace(S), K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0,
-                                         grads)
+        loss = self._flat_loss_and_grads(X, T, sw, self._workspace(X.shape[0]), grads)
         dW, db = self._views(grads)
-        return float(loss), dW, db
+        return loss, dW, db
+
+    def _flat_loss_and_grads(self, X, T, sw, work, grads) -> float:
+        """E on checked (X, T) (weighted by sw unless None), with ∂E/∂θ written into the flat `grads`."""
+        S = X.shape[0]
+        weights = () if sw is None else (self._batch_weights(sw),)  # none: the kernel compiled without them
+        with parallel_section():
+            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T, work,
+                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, *weights)
+        return float(loss)
+
+    def _batch_weights(self, sw: np.ndarray) -> np.ndarray:
+        """The weights of one batch of all rows as the kernels take them (`K.batch_weights`)."""
+        wb = np.empty_like(sw)
+        K.batch_weights(sw, np.arange(sw.shape[0]), wb)
+        return wb
 
     def fit(self, X, y, epochs: int = 20, batch_size: int = 32, optimizer: Optimizer | None = None,
             shuffle: bool = True, seed: int = 0, verbose: int = 1, *, alpha: float = 0.0,
             clip_norm: float | None = None, validation_data: tuple | None = None, validation_split: float = 0.0,
             patience: int | None = None, min_delta: float = 0.0, monitor: str | None = None,
-            callbacks: Sequence[Callable] = ()) -> dict[str, list[float]]:
+            callbacks: Sequence[Callable] = (), sample_weight=None) -> dict[str, list[float]]:
         """Train by mini-batches; the loop over an epoch's batches, each gradient and each optimizer
         step run in compiled code. Training continues from the current weights.
 
@@ -138,6 +156,9 @@ class MLP:
         monitor : "val_loss", "loss", "val_accuracy" or "accuracy"; default "val_loss" with validation, else "loss"
         callbacks : callables ``callback(epoch, history, model)`` run after every epoch (epoch from 1);
             training stops when one returns True
+        sample_weight : array-like (N,) of weights ≥ 0, or None
+            Each batch's loss becomes Σ_s w_s E_s / Σ_s w_s and its L2 penalty α/(2 Σ_s w_s) Σ_l ||W^l||²
+            (scikit-learn's); weight 2 counts a sample twice. The validation loss is unweighted.
 
         Returns
         -------
@@ -147,23 +168,26 @@ class MLP:
             validation, ``"lr"`` and ``"samples_per_second"``.
         """
         X, T = self._check_data(X, y)
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         epochs = check_positive_int(epochs, "epochs")
         verbose = _check_verbose(verbose)
         optimizer = self._check_optimizer(optimizer)
         alpha = _check_non_negative(alpha, "alpha")
         clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
         rng = np.random.default_rng(seed)
-        X, T, validation = self._validation_set(X, T, validation_data, validation_split, rng)
+        X, T, sw, validation = self._validation_set(X, T, sw, validation_data, validation_split, rng)
         batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
         stopper = _EarlyStopping(patience, min_delta, _monitor(monitor, validation is not None, self.output))
         callbacks = _check_callbacks(callbacks)
-        rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
+        for e in range(epochs):  # checks the schedule up front, before any weight changes
+            optimizer.learning_rate(optimizer.epochs + e)
         history = self._empty_history(validation is not None)
         run = _Run(self, optimizer, batch_size, alpha, clip_norm)
         with _Progress(verbose, epochs) as progress:
             for epoch in range(1, epochs + 1):
                 order = rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0])
-                if not run.epoch(X, T, order, rates[epoch - 1], history):
+                # read when the epoch starts: a schedule may follow what the callbacks saw (scikit-learn's "adaptive")
+                if not run.epoch(X, T, order, optimizer.learning_rate(), history, sw):
                     warnings.warn(f"training diverged in epoch {epoch} (loss is {run.diverged_loss}); stopped and "
                                   f"kept the weights from the end of epoch {epoch - 1}. Lower the learning rate.",
                                   RuntimeWarning, stacklevel=2)
@@ -211,27 +235,27 @@ class MLP:
                             f"{type(optimizer).__name__}; pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
         return optimizer
 
-    def _validation_set(self, X, T, validation_data, validation_split, rng):
-        """(X, T) to train on and (X_val, T_val) or None."""
+    def _validation_set(self, X, T, sw, validation_data, validation_split, rng):
+        """(X, T, sample weights or None) to train on and (X_val, T_val) or None."""
         if validation_data is not None and validation_split:
             raise ValueError("pass validation_data or validation_split, not both")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            return X, T, self._check_data(*validation_data)
+            return X, T, sw, self._check_data(*validation_data)
         split = _check_non_negative(validation_split, "validation_split")
         if split == 0:
-            return X, T, None
+            return X, T, sw, None
         n_val = int(round(split * X.shape[0]))
         if split >= 1 or not 1 <= n_val < X.shape[0]:
             raise ValueError(f"validation_split={split} leaves no training or no validation samples out of "
                              f"{X.shape[0]}; pass a fraction in (0, 1) such as 0.1")
         order = rng.permutation(X.shape[0])
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return X[train], T[train], (X[val], T[val])
+        return X[train], T[train], None if sw is None else sw[train], (X[val], T[val])
 
     def _empty_history(self, with_validation: bool) -> dict[str, list[float]]:
-        keys = ["loss"] + (["accuracy"] if self.output != "identity" else [])
+        keys = ["loss"] + (["accuracy"] if self.output in _CLASSIFYING else [])
         if with_validation:
             keys += ["val_" + key for key in keys]
         return {key: [] for key in keys + ["lr", "samples_per_second"]}
@@ -251,7 +275,7 @@ class MLP:
             K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(), Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
-        return loss, None if self.output == "identity" else correct / X.shape[0]
+        return loss, correct / X.shape[0] if self.output in _CLASSIFYING else None
 
     def _row_workspaces(self) -> np.ndarray:
         """One workspace of `K.PREDICT_ROWS` rows per Numba thread, for `K.predict_outputs`, whose threads
@@ -320,22 +344,23 @@ class _Run:
         self.alpha, self.max_norm = alpha, clip_norm or 0.0
         self.diverged_loss = math.nan
 
-    def epoch(self, X, T, order, lr: float, history) -> bool:
+    def epoch(self, X, T, order, lr: float, history, sw=None) -> bool:
         """Train one epoch at learning rate `lr` and append its numbers to history; False, with nothing
         changed, if it diverged."""
         m, opt = self.model, self.optimizer
         hyper = K.hyper_parameters(**opt.step_settings(lr), l2=self.alpha, max_norm=self.max_norm)
         saved = m._params.copy(), self.state.copy(), opt.steps
+        weights = () if sw is None else (sw,)  # none: the kernels compiled without them
         start = time.perf_counter()
         with parallel_section():
             if self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR])
+                                                  self.work, hyper[LR], *weights)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps)
+                    hyper, self.state, opt.steps, *weights)
         seconds = time.perf_counter() - start
         N = X.shape[0]
         if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
@@ -413,7 +438,7 @@ def _epoch_line(epoch: int, epochs: int, history: dict[str, list[float]]) -> str
 def _monitor(monitor: str | None, with_validation: bool, output: str) -> str:
     if monitor is None:
         return "val_loss" if with_validation else "loss"
-    allowed = ["loss"] + (["accuracy"] if output != "identity" else [])
+    allowed = ["loss"] + (["accuracy"] if output in _CLASSIFYING else [])
     allowed += ["val_" + key for key in allowed] if with_validation else []
     if monitor not in allowed:
         raise ValueError(f"monitor={monitor!r} is not recorded by this fit; choose one of {allowed} "
