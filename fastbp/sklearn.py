@@ -1,10 +1,42 @@
 """scikit-learn estimators backed by fastbp: `MLPClassifier` and `MLPRegressor`.
 
-Parameter names and meanings follow ``sklearn.neural_network.MLPClassifier``/``MLPRegressor`` where
-fastbp has the feature; the stopping rule (``tol``, ``n_iter_no_change``, ``early_stopping``) is
-scikit-learn's. Differences: the solvers are "sgd" and "adam" (no "lbfgs"); Adam adds ``epsilon`` to
-``√u/√(1-β₂ᵗ)`` as PyTorch does; binary targets use two softmax units instead of one logistic unit;
-``dtype`` (float32 by default) sets the precision of the network.
+Every parameter and attribute of ``sklearn.neural_network.MLPClassifier``/``MLPRegressor`` (1.9) is here
+with scikit-learn's meaning: the solvers "adam", "sgd" (with ``learning_rate`` "constant", "invscaling",
+"adaptive" and ``power_t``) and "lbfgs" (scipy's L-BFGS-B with ``max_iter``, ``max_fun``, ``tol``, on
+fastbp's compiled loss and gradient); ``loss="squared_error"|"poisson"``; ``sample_weight`` in ``fit`` and
+``partial_fit`` (each batch's loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ ||W||², as scikit-learn);
+the stopping rule (``tol``, ``n_iter_no_change`` including ``np.inf``, ``early_stopping``); ``n_iter_`` per
+call, ``t_`` = samples seen, ``best_loss_`` None under early stopping; ``verbose`` prints
+``Iteration N, loss = ...``; ``coefs_``/``intercepts_`` are views of the network's weights, and settable.
+Added: ``dtype`` (float32 by default; None follows X as scikit-learn does) and, on the classifier,
+``class_weight`` (a dict or "balanced"; not "balanced" in ``partial_fit``).
+
+Differences from scikit-learn (deliberate)
+------------------------------------------
+- Binary targets use two softmax outputs, not one logistic unit: ``coefs_[-1]`` has two columns and
+  ``out_activation_`` is "softmax". The probabilities are those of an equivalent model.
+- Initialisation: He normal for relu layers, Glorot uniform otherwise, biases 0 (scikit-learn: Glorot
+  uniform for weights and biases). Shuffling and the early-stopping split use fastbp's own draws, and the
+  split is stratified for every single-label classification (scikit-learn: binary only). So the same
+  ``random_state`` gives other (equally valid) weights than scikit-learn's.
+- With an integer ``random_state``, the ``partial_fit`` calls after the first go on drawing from one
+  RandomState, so each call shuffles differently; scikit-learn re-seeds from the integer on every call.
+- ``dtype`` defaults to float32 whatever X is (fastbp's fast path); predictions then come as float64.
+  ``dtype=None`` follows scikit-learn: float32 X gives a float32 network and predictions, else float64.
+- Adam adds ``epsilon`` to ``√u/√(1-β₂ᵗ)`` (PyTorch's form), where scikit-learn adds it to ``√u`` with a
+  bias-corrected step; the steps differ only where √u is near epsilon.
+- SGD momentum keeps a velocity of gradients, ``θ ← θ - ε(g + μv)`` (PyTorch's form). At a constant
+  learning rate the steps are scikit-learn's; after "invscaling"/"adaptive" change ε, the whole velocity
+  moves at the new rate, where scikit-learn's velocity keeps the old rates. With momentum=0 they agree.
+- An epoch whose loss or weights become non-finite is undone: training stops with a RuntimeWarning and the
+  last finite weights (scikit-learn raises ValueError after the fit). A validation score of non-finite
+  outputs is recorded as NaN, as scikit-learn does; scoring never raises.
+- Multi-output squared error: the reported loss sums ½(a - t)² over the outputs; scikit-learn's averages
+  it over the outputs (its gradient is the summed one, as here), so ``loss_`` differs by n_outputs.
+- lbfgs leaves ``loss_curve_``, ``best_loss_``, ``validation_scores_`` and ``best_validation_score_`` at None
+  (scikit-learn does not set them), and ``verbose`` prints one ``Iteration N, loss = ...`` line per L-BFGS
+  iteration instead of scipy's own output. ``partial_fit`` does not exist for lbfgs, on either estimator.
+- Sparse X is not accepted (convert with ``X.toarray()``); Ctrl-C is not caught.
 
     >>> from fastbp.sklearn import MLPClassifier
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=50).fit(X, y)   # doctest: +SKIP
@@ -503,9 +535,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     half the Poisson deviance (loss="poisson", targets ≥ 0), trained by fastbp.
 
     y may be (n_samples,) or (n_samples, n_outputs); `predict` returns the same shape. `early_stopping`
-    monitors R² on the held-out fraction.
-
-    loss : {"squared_error", "poisson"}, default "squared_error"
+    monitors R² on the held-out fraction. Parameters as `MLPClassifier`'s (without class_weight), and
+    loss : {"squared_error", "poisson"}, default "squared_error".
 """ + _PARAMETERS + """
     Attributes
     ----------

@@ -318,7 +318,7 @@ def test_weight_two_equals_a_repeated_row(solver):
     w = np.ones(40)
     w[[3, 17]] = 2
     X2, y2 = np.vstack([X, X[[3, 17]]]), np.concatenate([y, y[[3, 17]]])
-    settings = dict(hidden_layer_sizes=(6,), solver=solver, batch_size=100, shuffle=False, max_iter=15, alpha=0.1,
+    settings = dict(hidden_layer_sizes=(6,), solver=solver, batch_size="auto", shuffle=False, max_iter=15, alpha=0.1,
                     learning_rate_init=0.05, random_state=0, dtype=np.float64)
     weighted = MLPRegressor(**settings).fit(X, y, sample_weight=w)
     repeated = MLPRegressor(**settings).fit(X2, y2)
