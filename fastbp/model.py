@@ -114,10 +114,10 @@ class MLP:
     def _flat_loss_and_grads(self, X, T, sw, work, grads) -> float:
         """E on checked (X, T) (weighted by sw unless None), with ∂E/∂θ written into the flat `grads`."""
         S = X.shape[0]
-        weights = () if sw is None else (self._batch_weights(sw),)  # none: the kernel compiled without them
+        wb = None if sw is None else self._batch_weights(sw)  # None as the training loop passes it: one variant
         with parallel_section():
             loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T, work,
-                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, *weights)
+                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, wb)
         return float(loss)
 
     def _batch_weights(self, sw: np.ndarray) -> np.ndarray:
@@ -203,8 +203,8 @@ class MLP:
         return history
 
     def partial_fit(self, X, y, batch_size: int = 32, optimizer: Optimizer | None = None, shuffle: bool = True,
-                    seed: int | None = None, *, alpha: float = 0.0, clip_norm: float | None = None
-                    ) -> dict[str, list[float]]:
+                    seed: int | None = None, *, alpha: float = 0.0, clip_norm: float | None = None,
+                    sample_weight=None) -> dict[str, list[float]]:
         """One epoch over (X, y), continuing from the current weights and optimizer state (streaming data).
 
         `optimizer` defaults to the one of the previous fit/partial_fit (else SGD(lr=0.01)); `seed`
@@ -214,7 +214,7 @@ class MLP:
         optimizer = self._check_optimizer(optimizer)
         seed = optimizer.epochs if seed is None else seed
         return self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle, seed=seed,
-                        verbose=0, alpha=alpha, clip_norm=clip_norm)
+                        verbose=0, alpha=alpha, clip_norm=clip_norm, sample_weight=sample_weight)
 
     def evaluate(self, X, y) -> tuple[float, float | None]:
         """(mean loss E, accuracy) on (X, y), without the L2 penalty; accuracy is None for identity outputs."""

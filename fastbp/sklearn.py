@@ -185,7 +185,11 @@ class _BaseMLP(BaseEstimator):
         if not incremental or not hasattr(self, "_optimizer"):  # scikit-learn starts a new optimizer per fit
             self._optimizer = self._make_optimizer()
         if self.loss_curve_ is None:  # an lbfgs fit before this warm start
-            self.loss_curve_, self.best_loss_, self._no_improvement_count = [], np.inf, 0
+            self._reset_stochastic_attributes()
+        if self.early_stopping and self.validation_scores_ is None:  # early_stopping switched on for a warm start
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not self.early_stopping and self.best_loss_ is None:  # ... or off
+            self.best_loss_ = np.inf
         validation, X, T, sw = self._split(X, T, y, sw, rng, incremental)
         batch_size = self._batch_size(X.shape[0])
         epochs = 1 if incremental else self.max_iter
@@ -238,7 +242,10 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = n_outputs
         if self.solver == "lbfgs":  # as scikit-learn: the stochastic solvers' attributes only for them
             self.loss_curve_ = self.best_loss_ = self.validation_scores_ = self.best_validation_score_ = None
-            return
+        else:
+            self._reset_stochastic_attributes()
+
+    def _reset_stochastic_attributes(self) -> None:
         self.loss_curve_, self._no_improvement_count = [], 0
         self.best_loss_ = None if self.early_stopping else np.inf
         self.validation_scores_ = [] if self.early_stopping else None

@@ -336,6 +336,9 @@ def test_weights_of_one_are_no_weights_bit_for_bit(solver, small_digits):
     ones = MLPClassifier(**settings).fit(X, y, sample_weight=np.ones(len(y)))
     np.testing.assert_array_equal(plain.model_._params, ones.model_._params)
     assert plain.loss_curve_ == ones.loss_curve_
+    plain.partial_fit(X, y)
+    ones.partial_fit(X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_array_equal(plain.model_._params, ones.model_._params)
 
 
 def test_mlp_fit_sample_weight_two_equals_a_repeated_row():
