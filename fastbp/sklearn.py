@@ -36,6 +36,9 @@ Differences from scikit-learn (deliberate)
 - lbfgs leaves ``loss_curve_``, ``best_loss_``, ``validation_scores_`` and ``best_validation_score_`` at None
   (scikit-learn does not set them), and ``verbose`` prints one ``Iteration N, loss = ...`` line per L-BFGS
   iteration instead of scipy's own output. ``partial_fit`` does not exist for lbfgs, on either estimator.
+- In float32 (the default), weight k equals k repeated rows only to float32 rounding, so scikit-learn's
+  ``check_sample_weight_equivalence_on_dense_data`` (rtol 1e-7) passes with ``dtype=None`` or float64; every
+  other estimator check passes in float32 too.
 - Sparse X is not accepted (convert with ``X.toarray()``); Ctrl-C is not caught.
 
     >>> from fastbp.sklearn import MLPClassifier
