@@ -216,6 +216,37 @@ class MLP:
         return self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle, seed=seed,
                         verbose=0, alpha=alpha, clip_norm=clip_norm, sample_weight=sample_weight)
 
+    def fit_lbfgs(self, X, y, max_iter: int = 200, max_fun: int = 15000, tol: float = 1e-4, *, alpha: float = 0.0,
+                  sample_weight=None, callback: Callable | None = None):
+        """Full-batch training by scipy's L-BFGS-B, as scikit-learn's ``solver="lbfgs"``: scipy's
+        ``minimize(method="L-BFGS-B", jac=True)`` on the compiled loss and gradient over the flat parameter vector.
+
+        Minimises ``Σ_s w_s E_s / Σ_s w_s + α/(2 Σ_s w_s) Σ_l ||W^l||²`` (w_s = 1 without `sample_weight`), with
+        scipy's options ``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``; `callback` is scipy's. The
+        weights end at the result's ``x``. Returns scipy's ``OptimizeResult`` (``fun``, ``nit``, ``status``, ...).
+        """
+        import scipy.optimize  # here: importing fastbp need not load scipy
+
+        X, T = self._check_data(X, y)
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        options = {"maxiter": check_positive_int(max_iter, "max_iter"),
+                   "maxfun": check_positive_int(max_fun, "max_fun"), "gtol": _check_non_negative(tol, "tol")}
+        alpha = _check_non_negative(alpha, "alpha")
+        grads, work = empty_on_a_line(self._params.shape, self.dtype), self._workspace(X.shape[0])
+        penalty = alpha / (X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)))
+
+        def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            self._params[...] = theta
+            loss = self._flat_loss_and_grads(X, T, sw, work, grads)
+            if penalty > 0:
+                loss += K.add_l2_penalty(self._params, self._offsets, penalty, grads)
+            return loss, grads.astype(np.float64)  # a copy: scipy keeps it while grads is overwritten
+
+        result = scipy.optimize.minimize(loss_and_gradient, self._params.astype(np.float64), method="L-BFGS-B",
+                                         jac=True, callback=callback, options=options)
+        self._params[...] = result.x
+        return result
+
     def evaluate(self, X, y) -> tuple[float, float | None]:
         """(mean loss E, accuracy) on (X, y), without the L2 penalty; accuracy is None for identity outputs."""
         return self._loss_and_accuracy(*self._check_data(X, y))

@@ -51,7 +51,6 @@ import numbers
 import warnings
 
 import numpy as np
-import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -62,7 +61,6 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from . import kernels as K
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
 from .validation import check_sample_weight
@@ -204,37 +202,21 @@ class _BaseMLP(BaseEstimator):
         stopper.finish()
 
     def _fit_lbfgs(self, X, T, sw) -> None:
-        """scipy's L-BFGS-B on fastbp's compiled loss and gradient over the flat parameter vector, with
-        scikit-learn's options (maxiter=max_iter, maxfun=max_fun, gtol=tol) and penalty α/(2 Σ w) Σ ||W||²."""
-        model = self.model_
-        grads = np.empty_like(model._params)
-        work = model._workspace(X.shape[0])
-        total_weight = X.shape[0] if sw is None else float(sw.sum(dtype=np.float64))
-        self._lbfgs_evaluations = 0
-
-        def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            model._params[...] = theta
-            loss = model._flat_loss_and_grads(X, T, sw, work, grads)
-            if self.alpha > 0:
-                loss += K.add_l2_penalty(model._params, model._offsets, self.alpha / total_weight, grads)
-            self._lbfgs_evaluations += 1
-            return loss, grads.astype(np.float64)
-
+        """`MLP.fit_lbfgs`: scipy's L-BFGS-B with scikit-learn's options and penalty."""
         callback = None
         if self.verbose:
+            iterations = []
+
             def callback(intermediate_result):
-                callback.n += 1
-                print("Iteration %d, loss = %.8f" % (callback.n, intermediate_result.fun))
-            callback.n = 0
-        result = scipy.optimize.minimize(loss_and_gradient, model._params.astype(np.float64), method="L-BFGS-B",
-                                         jac=True, callback=callback,
-                                         options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+                iterations.append(intermediate_result.fun)
+                print("Iteration %d, loss = %.8f" % (len(iterations), intermediate_result.fun))
+        result = self.model_.fit_lbfgs(X, T, self.max_iter, self.max_fun, self.tol, alpha=self.alpha,
+                                       sample_weight=sw, callback=callback)
         if result.status != 0:
             warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
                           f"{result.message}. Increase max_iter or max_fun, or scale the data.", ConvergenceWarning)
         self.n_iter_ = min(result.nit, self.max_iter)
         self.loss_ = float(result.fun)
-        model._params[...] = result.x
 
     def _initialise(self, n_features: int, n_outputs: int, rng: np.random.RandomState, dtype) -> None:
         sizes = [n_features, *self._hidden_sizes(), n_outputs]

@@ -271,7 +271,8 @@ def test_lbfgs_options_and_no_partial_fit():
         reg.fit(X, y)
     assert reg.n_iter_ <= 7 and reg.loss_curve_ is None
     assert not hasattr(reg, "partial_fit")
-    assert MLPRegressor(solver="lbfgs", hidden_layer_sizes=(8,), max_iter=200, random_state=0).fit(X, y).score(X, y) > 0.8
+    fitted = MLPRegressor(solver="lbfgs", hidden_layer_sizes=(8,), max_iter=200, random_state=0).fit(X, y)
+    assert fitted.score(X, y) > 0.8
 
 
 def test_poisson_loss_finds_poisson_regressors_optimum():
@@ -462,3 +463,18 @@ def test_dtype_none_follows_the_input(dtype):
     assert reg.model_.dtype == dtype and reg.coefs_[0].dtype == dtype and reg.predict(X.astype(dtype)).dtype == dtype
     default = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X.astype(dtype), y)
     assert default.model_.dtype == np.float32 and default.predict(X).dtype == np.float64
+
+
+def test_mlp_fit_lbfgs_reaches_a_stationary_point():
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    model = fastbp.MLP([3, 5, 2], activation="tanh", dtype=np.float64, seed=0)
+    start = model.evaluate(X, y)[0]
+    result = model.fit_lbfgs(X, y, max_iter=500, tol=1e-9, alpha=0.1)
+    assert result.success and result.fun < start
+    loss, dW, db = model.loss_and_grads(X, y)  # at the final weights, without the penalty
+    W = model.weights
+    penalised = np.concatenate([np.concatenate([(g + 0.1 / 40 * w).ravel(), h]) for g, w, h in zip(dW, W, db)])
+    np.testing.assert_allclose(penalised, result.jac, rtol=1e-9, atol=1e-13)  # the gradient scipy saw, at result.x
+    assert np.abs(penalised).max() < 1e-4  # stationary (scipy stops on its relative loss reduction first)
+    assert result.fun == pytest.approx(loss + 0.05 / 40 * sum((w ** 2).sum() for w in W), rel=1e-12)
