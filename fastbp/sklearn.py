@@ -570,6 +570,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if self.loss not in ("squared_error", "poisson"):
             raise ValueError(f"loss must be 'squared_error' or 'poisson', got {self.loss!r}")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)  # as scikit-learn: one column is one output, predicted as a 1-D array
         if self.loss == "poisson" and (y < 0).any():
             raise ValueError("loss='poisson' needs targets y ≥ 0 (counts or rates); use loss='squared_error' "
                              "for targets of either sign")

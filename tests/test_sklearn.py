@@ -445,6 +445,15 @@ def test_verbose_prints_scikit_learns_lines(capsys):
     assert re.fullmatch(r"Iteration 1, loss = \d+\.\d{8}", lines[0]) and lines[1].startswith("Iteration 2, loss = ")
 
 
+def test_regressor_column_target_predicts_a_vector():
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = _regression_data()
+    with pytest.warns(DataConversionWarning):
+        reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y[:, None])
+    assert reg.predict(X).shape == (len(X),)  # as scikit-learn
+
+
 def test_coefs_and_intercepts_are_settable():
     X, y = _regression_data()
     reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
