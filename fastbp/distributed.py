@@ -281,9 +281,10 @@ class Run:
         self.diverged_loss = math.nan
         self.allreduce_seconds = 0.0
 
-    def epoch(self, X, T, order, lr: float, history) -> bool:
+    def epoch(self, X, T, order, lr: float, history, sw=None) -> bool:
         """Train one epoch at learning rate `lr`, append its numbers (reduced over ranks) to history;
-        False, with nothing changed on any rank, if it diverged."""
+        False, with nothing changed on any rank, if it diverged. `sw`, sample weights, must be None
+        (`MLP.fit` refuses them with comm)."""
         from .model import _Run  # its end of an epoch: the divergence check and the history
 
         m, opt, ctx = self.model, self.optimizer, self.ctx

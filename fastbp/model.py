@@ -19,7 +19,10 @@ from .distributed import writeable_map
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
 from .threading import parallel_section
-from .validation import check_positive_int, check_targets, check_X
+from .validation import check_positive_int, check_sample_weight, check_targets, check_X
+
+#: the outputs that classify (accuracy is recorded); "identity" and "poisson" regress
+_CLASSIFYING = ("softmax", "sigmoid")
 
 class MLP:
     """A fully connected network trained by backpropagation.
@@ -33,9 +36,10 @@ class MLP:
         ``[n_0, n_1, ..., n_L]``: inputs, hidden layers, outputs. At least two entries, each ≥ 1.
     activation : str or sequence of str, default "relu"
         Hidden activation, one of "relu", "tanh", "sigmoid", "identity", or one per hidden layer.
-    output : {"softmax", "sigmoid", "identity"}, default "softmax"
+    output : {"softmax", "sigmoid", "identity", "poisson"}, default "softmax"
         Output layer and loss: softmax + cross-entropy (classes), sigmoid + binary cross-entropy
-        (multi-label or one binary output), identity + ½ squared error (regression).
+        (multi-label or one binary output), identity + ½ squared error (regression), exp + half Poisson
+        deviance (counts or rates ≥ 0).
     dtype : np.float32 or np.float64, default np.float32
     seed : int, default 0
         Seeds the initialisation (He for relu layers, Glorot for the others and the output layer).
@@ -92,8 +96,10 @@ class MLP:
         return empty_on_a_line(copies * K.workspace_offsets(self._sizes, batch)[-1, 2], self.dtype)
 
     # ------------------------------------------------------------------ training
-    def loss_and_grads(self, X, y) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    def loss_and_grads(self, X, y, sample_weight=None) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
         """Batch-mean loss E and its gradients on (X, y), without changing the model.
+
+        With `sample_weight` (N,), E is the weighted mean Σ_s w_s E_s / Σ_s w_s.
 
         Returns
         -------
@@ -102,21 +108,33 @@ class MLP:
         db : list of ndarray, shaped like `biases`: ``∂E/∂b^l``
         """
         X, T = self._check_data(X, y)
-        S = X.shape[0]
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         grads = empty_on_a_line(self._params.shape, self.dtype)
-        with parallel_section():
-            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T,
-                                         self._workspace(S), K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0,
-                                         grads)
+        loss = self._flat_loss_and_grads(X, T, sw, self._workspace(X.shape[0]), grads)
         dW, db = self._views(grads)
-        return float(loss), dW, db
+        return loss, dW, db
+
+    def _flat_loss_and_grads(self, X, T, sw, work, grads) -> float:
+        """E on checked (X, T) (weighted by sw unless None), with ∂E/∂θ written into the flat `grads`."""
+        S = X.shape[0]
+        wb = None if sw is None else self._batch_weights(sw)  # None as the training loop passes it: one variant
+        with parallel_section():
+            loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T, work,
+                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, wb)
+        return float(loss)
+
+    def _batch_weights(self, sw: np.ndarray) -> np.ndarray:
+        """The weights of one batch of all rows as the kernels take them (`K.batch_weights`)."""
+        wb = np.empty_like(sw)
+        K.batch_weights(sw, np.arange(sw.shape[0]), wb)
+        return wb
 
     def fit(self, X, y, epochs: int = 20, batch_size: int = 32, optimizer: Optimizer | None = None,
             shuffle: bool = True, seed: int = 0, verbose: int = 1, *, alpha: float = 0.0,
             clip_norm: float | None = None, validation_data: tuple | None = None, validation_split: float = 0.0,
             patience: int | None = None, min_delta: float = 0.0, monitor: str | None = None,
-            callbacks: Sequence[Callable] = (), comm=None, shard: str = "global", checkpoint=None,
-            checkpoint_every: int = 1, resume=None) -> dict[str, list[float]]:
+            callbacks: Sequence[Callable] = (), sample_weight=None, comm=None, shard: str = "global",
+            checkpoint=None, checkpoint_every: int = 1, resume=None) -> dict[str, list[float]]:
         """Train by mini-batches; the loop over an epoch's batches, each gradient and each optimizer
         step run in compiled code. Training continues from the current weights.
 
@@ -142,6 +160,9 @@ class MLP:
         monitor : "val_loss", "loss", "val_accuracy" or "accuracy"; default "val_loss" with validation, else "loss"
         callbacks : callables ``callback(epoch, history, model)`` run after every epoch (epoch from 1);
             training stops when one returns True
+        sample_weight : array-like (N,) of weights ≥ 0, or None
+            Each batch's loss becomes Σ_s w_s E_s / Σ_s w_s and its L2 penalty α/(2 Σ_s w_s) Σ_l ||W^l||²
+            (scikit-learn's); weight 2 counts a sample twice. The validation loss is unweighted.
         comm : mpi4py communicator or None, train data-parallel over its ranks (`fastbp.distributed`,
             docs/distributed.md): `batch_size` is the global batch, the weights stay identical on every
             rank, the history is reduced over ranks, and only rank 0 prints and writes checkpoints
@@ -164,6 +185,10 @@ class MLP:
         with ctx.checks() if ctx else contextlib.nullcontext():  # with comm: every rank's checks, then compared
             X_dtype = str(getattr(X, "dtype", ""))
             X, T = self._check_data(writeable_map(X), y)
+            sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+            if sw is not None and ctx is not None:
+                raise ValueError("sample_weight is not supported with comm (data-parallel training); "
+                                 "pass sample_weight=None, or train without comm")
             epochs = check_positive_int(epochs, "epochs")
             verbose = _check_verbose(verbose) if ctx is None or ctx.is_root else 0
             optimizer = self._check_optimizer(optimizer)
@@ -171,12 +196,13 @@ class MLP:
             clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
             rng = np.random.default_rng(seed)
-            X, T, validation = self._validation_set(X, T, validation_data, validation_split,
-                                                    rng if ctx is None else ctx.split_rng(rng))
+            X, T, sw, validation = self._validation_set(X, T, sw, validation_data, validation_split,
+                                                        rng if ctx is None else ctx.split_rng(rng))
             batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0] if ctx is None else 1 << 62)
             stopper = _EarlyStopping(patience, min_delta, _monitor(monitor, validation is not None, self.output))
             callbacks = _check_callbacks(callbacks)
-            rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
+            for e in range(epochs):  # checks the schedule up front, before any weight changes
+                optimizer.learning_rate(optimizer.epochs + e)
             if ctx is not None:
                 ctx.signature = distributed.signature(self, X, X_dtype, seed, epochs, batch_size, shuffle, optimizer,
                                                       alpha, clip_norm, validation, stopper, checkpoint_every, resume)
@@ -191,12 +217,12 @@ class MLP:
         done, finished = 0, False
         if resume is not None:
             done, finished = self._resume(resume, ctx, optimizer, rng, history, stopper, batch_size, n_total)
-            rates = [optimizer.learning_rate(optimizer.epochs - done + e) for e in range(epochs)]
         with _Progress(verbose, epochs) as progress:
             for epoch in range(done + 1, (done if finished else epochs) + 1):
                 order = (ctx.epoch_order(rng, X.shape[0], shuffle) if ctx else
                          rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0]))
-                if not run.epoch(X, T, order, rates[epoch - 1], history):
+                # read when the epoch starts: a schedule may follow what the callbacks saw (scikit-learn's "adaptive")
+                if not run.epoch(X, T, order, optimizer.learning_rate(), history, sw):
                     warnings.warn(f"training diverged in epoch {epoch} (loss is {run.diverged_loss}); stopped and "
                                   f"kept the weights from the end of epoch {epoch - 1}. Lower the learning rate.",
                                   RuntimeWarning, stacklevel=2)
@@ -217,8 +243,8 @@ class MLP:
         return history
 
     def partial_fit(self, X, y, batch_size: int = 32, optimizer: Optimizer | None = None, shuffle: bool = True,
-                    seed: int | None = None, *, alpha: float = 0.0, clip_norm: float | None = None
-                    ) -> dict[str, list[float]]:
+                    seed: int | None = None, *, alpha: float = 0.0, clip_norm: float | None = None,
+                    sample_weight=None) -> dict[str, list[float]]:
         """One epoch over (X, y), continuing from the current weights and optimizer state (streaming data).
 
         `optimizer` defaults to the one of the previous fit/partial_fit (else SGD(lr=0.01)); `seed`
@@ -228,7 +254,38 @@ class MLP:
         optimizer = self._check_optimizer(optimizer)
         seed = optimizer.epochs if seed is None else seed
         return self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle, seed=seed,
-                        verbose=0, alpha=alpha, clip_norm=clip_norm)
+                        verbose=0, alpha=alpha, clip_norm=clip_norm, sample_weight=sample_weight)
+
+    def fit_lbfgs(self, X, y, max_iter: int = 200, max_fun: int = 15000, tol: float = 1e-4, *, alpha: float = 0.0,
+                  sample_weight=None, callback: Callable | None = None):
+        """Full-batch training by scipy's L-BFGS-B, as scikit-learn's ``solver="lbfgs"``: scipy's
+        ``minimize(method="L-BFGS-B", jac=True)`` on the compiled loss and gradient over the flat parameter vector.
+
+        Minimises ``Σ_s w_s E_s / Σ_s w_s + α/(2 Σ_s w_s) Σ_l ||W^l||²`` (w_s = 1 without `sample_weight`), with
+        scipy's options ``maxiter=max_iter``, ``maxfun=max_fun``, ``gtol=tol``; `callback` is scipy's. The
+        weights end at the result's ``x``. Returns scipy's ``OptimizeResult`` (``fun``, ``nit``, ``status``, ...).
+        """
+        import scipy.optimize  # here: importing fastbp need not load scipy
+
+        X, T = self._check_data(X, y)
+        sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        options = {"maxiter": check_positive_int(max_iter, "max_iter"),
+                   "maxfun": check_positive_int(max_fun, "max_fun"), "gtol": _check_non_negative(tol, "tol")}
+        alpha = _check_non_negative(alpha, "alpha")
+        grads, work = empty_on_a_line(self._params.shape, self.dtype), self._workspace(X.shape[0])
+        penalty = alpha / (X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)))
+
+        def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            self._params[...] = theta
+            loss = self._flat_loss_and_grads(X, T, sw, work, grads)
+            if penalty > 0:
+                loss += K.add_l2_penalty(self._params, self._offsets, penalty, grads)
+            return loss, grads.astype(np.float64)  # a copy: scipy keeps it while grads is overwritten
+
+        result = scipy.optimize.minimize(loss_and_gradient, self._params.astype(np.float64), method="L-BFGS-B",
+                                         jac=True, callback=callback, options=options)
+        self._params[...] = result.x
+        return result
 
     def evaluate(self, X, y) -> tuple[float, float | None]:
         """(mean loss E, accuracy) on (X, y), without the L2 penalty; accuracy is None for identity outputs."""
@@ -249,27 +306,27 @@ class MLP:
                             f"{type(optimizer).__name__}; pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
         return optimizer
 
-    def _validation_set(self, X, T, validation_data, validation_split, rng):
-        """(X, T) to train on and (X_val, T_val) or None."""
+    def _validation_set(self, X, T, sw, validation_data, validation_split, rng):
+        """(X, T, sample weights or None) to train on and (X_val, T_val) or None."""
         if validation_data is not None and validation_split:
             raise ValueError("pass validation_data or validation_split, not both")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            return X, T, self._check_data(writeable_map(validation_data[0]), validation_data[1])
+            return X, T, sw, self._check_data(writeable_map(validation_data[0]), validation_data[1])
         split = _check_non_negative(validation_split, "validation_split")
         if split == 0:
-            return X, T, None
+            return X, T, sw, None
         n_val = int(round(split * X.shape[0]))
         if split >= 1 or not 1 <= n_val < X.shape[0]:
             raise ValueError(f"validation_split={split} leaves no training or no validation samples out of "
                              f"{X.shape[0]}; pass a fraction in (0, 1) such as 0.1")
         order = rng.permutation(X.shape[0])
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return X[train], T[train], (X[val], T[val])
+        return X[train], T[train], None if sw is None else sw[train], (X[val], T[val])
 
     def _empty_history(self, with_validation: bool) -> dict[str, list[float]]:
-        keys = ["loss"] + (["accuracy"] if self.output != "identity" else [])
+        keys = ["loss"] + (["accuracy"] if self.output in _CLASSIFYING else [])
         if with_validation:
             keys += ["val_" + key for key in keys]
         return {key: [] for key in keys + ["lr", "samples_per_second"]}
@@ -289,7 +346,7 @@ class MLP:
             K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
-        return loss, None if self.output == "identity" else correct / X.shape[0]
+        return loss, correct / X.shape[0] if self.output in _CLASSIFYING else None
 
     def _row_workspaces(self, n_rows: int, threads: int | None = None) -> np.ndarray:
         """(threads, size): one workspace per Numba thread for `K.predict_outputs` on `n_rows` rows, whose
@@ -378,22 +435,23 @@ class _Run:
         self.alpha, self.max_norm = alpha, clip_norm or 0.0
         self.diverged_loss = math.nan
 
-    def epoch(self, X, T, order, lr: float, history) -> bool:
+    def epoch(self, X, T, order, lr: float, history, sw=None) -> bool:
         """Train one epoch at learning rate `lr` and append its numbers to history; False, with nothing
         changed, if it diverged."""
         m, opt = self.model, self.optimizer
         hyper = K.hyper_parameters(**opt.step_settings(lr), l2=self.alpha, max_norm=self.max_norm)
         saved = m._params.copy(), self.state.copy(), opt.steps
+        weights = () if sw is None else (sw,)  # none: the kernels compiled without them
         start = time.perf_counter()
         with parallel_section():
             if self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR])
+                                                  self.work, hyper[LR], *weights)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps)
+                    hyper, self.state, opt.steps, *weights)
         seconds = time.perf_counter() - start
         return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
 
@@ -476,7 +534,7 @@ def _epoch_line(epoch: int, epochs: int, history: dict[str, list[float]]) -> str
 def _monitor(monitor: str | None, with_validation: bool, output: str) -> str:
     if monitor is None:
         return "val_loss" if with_validation else "loss"
-    allowed = ["loss"] + (["accuracy"] if output != "identity" else [])
+    allowed = ["loss"] + (["accuracy"] if output in _CLASSIFYING else [])
     allowed += ["val_" + key for key in allowed] if with_validation else []
     if monitor not in allowed:
         raise ValueError(f"monitor={monitor!r} is not recorded by this fit; choose one of {allowed} "

@@ -94,7 +94,7 @@ def check_targets(y, n_samples: int, n_outputs: int, output: str, dtype, name: s
     - softmax: integer class labels in [0, n_outputs), 1-D (floats like 2.0 and bools count as
       integers; they are one-hot encoded here), or rows of class probabilities that sum to 1;
     - sigmoid: a 0/1 (or [0, 1]) matrix, or a vector when n_outputs == 1;
-    - identity: real targets, a vector when n_outputs == 1.
+    - identity: real targets, a vector when n_outputs == 1; poisson: the same, each ≥ 0.
 
     `name` is what the messages call the argument, "y" by default.
 
@@ -121,11 +121,41 @@ def check_targets(y, n_samples: int, n_outputs: int, output: str, dtype, name: s
     if arr.ndim == 1 or arr.shape[1] != n_outputs:
         raise ValueError(_target_shape_message(arr.shape, n_samples, n_outputs, output, name))
     T = _finite_in_dtype(arr, name, dtype)
+    if output == "poisson" and (T < 0).any():
+        where = _first(T < 0)
+        raise ValueError(f"{name} for a poisson output must be ≥ 0 (counts or rates), got {name}{list(where)} = "
+                         f"{T[where].item()}; use output='identity' for targets of either sign")
     if output in _PROBABILITY_OUTPUTS:
         _check_unit_interval(T, output, name)
     if output == "softmax":
         _check_rows_sum_to_one(T, name)
     return T
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype, name: str = "sample_weight") -> np.ndarray | None:
+    """Sample weights as a finite (n_samples,) C-contiguous array of `dtype`, each ≥ 0 with a sum > 0, or None.
+
+    Raises
+    ------
+    TypeError
+        the weights are not real numbers.
+    ValueError
+        wrong shape, NaN/inf, a negative weight, or all weights zero.
+    """
+    if sample_weight is None:
+        return None
+    w = _as_real_array(sample_weight, name)
+    if w.ndim == 0:
+        w = np.full(n_samples, w)
+    if w.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample, got {w.shape}")
+    w = _finite_in_dtype(w, name, dtype)
+    if (w < 0).any():
+        where = _first(w < 0)
+        raise ValueError(f"{name}{list(where)} = {w[where].item()} is negative; weights must be ≥ 0")
+    if not w.sum(dtype=np.float64) > 0:
+        raise ValueError(f"{name} holds only zero weights; give at least one sample a positive weight")
+    return w
 
 
 # ----------------------------------------------------------------------------- helpers

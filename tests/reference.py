@@ -18,6 +18,9 @@ def output_and_loss(Z, T, output):
     if output == "sigmoid":
         A = F["sigmoid"][0](Z)
         return A, (np.logaddexp(0, Z) - T * Z).sum(axis=1)  # -t log σ(z) - (1-t) log(1-σ(z))
+    if output == "poisson":  # half the Poisson deviance of the rate e^z: t log(t/a) - t + a
+        A = np.exp(Z)
+        return A, (np.where(T > 0, T * np.log(np.where(T > 0, T, 1) / A), 0) - T + A).sum(axis=1)
     return Z, 0.5 * ((Z - T) ** 2).sum(axis=1)
 
 

@@ -134,7 +134,7 @@ def test_output_loss(S, n, output, dtype):
     rng = np.random.default_rng(S * n)
     Z = (3 * rng.normal(size=(S, n))).astype(dtype)
     T = {"softmax": np.eye(n)[rng.integers(0, n, S)], "sigmoid": rng.integers(0, 2, (S, n)),
-         "identity": rng.normal(size=(S, n))}[output].astype(dtype)
+         "identity": rng.normal(size=(S, n)), "poisson": rng.poisson(2.0, (S, n))}[output].astype(dtype)
     A_out, D, losses = np.empty_like(Z), np.empty_like(Z), np.empty(S, dtype)
     loss = K.output_loss(Z, T, K.OUTPUTS[output], A_out, D, losses)
     want_A, want_losses = output_and_loss(Z.astype(float), T.astype(float), output)

@@ -112,6 +112,8 @@ def _targets(rng, output, S, n):
         return np.eye(n)[rng.integers(0, n, S)]
     if output == "sigmoid":
         return rng.integers(0, 2, (S, n)).astype(float)
+    if output == "poisson":
+        return rng.poisson(2.0, (S, n)).astype(float)
     return rng.normal(size=(S, n))
 
 

@@ -152,7 +152,7 @@ def test_bad_fit_hyperparameters_are_refused(kwargs, error, match):
     (dict(layer_sizes=[5, 4, 3], activation=["swish"]), ValueError,
      r"unknown activation 'swish'; choose one of \['identity', 'relu', 'sigmoid', 'tanh'\]"),
     (dict(layer_sizes=[5, 3], output="softmx"), ValueError,
-     r"unknown output 'softmx'; choose one of \['identity', 'sigmoid', 'softmax'\]"),
+     r"unknown output 'softmx'; choose one of \['identity', 'poisson', 'sigmoid', 'softmax'\]"),
     (dict(layer_sizes=[5, 3], dtype=np.float16), TypeError, "dtype must be np.float32 or np.float64, got float16"),
     (dict(layer_sizes=[5, 3], dtype=np.complex64), TypeError, "dtype must be np.float32 or np.float64"),
 ])

@@ -15,7 +15,7 @@ from .activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH, activate, d
 from .checks import all_finite
 from .dense import (bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
-from .losses import (IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
+from .losses import (EXP_POISSON, IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
                      output_activation_serial, output_loss)
 from .optimizers import (
     ADAM,
@@ -39,6 +39,7 @@ from .training import (
     loss_and_backward,
     output_and_loss,
     batch_rows,
+    batch_weights,
     param_offsets,
     predict_outputs,
     predict_rows,
@@ -51,9 +52,10 @@ __all__ = [
     "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative", "all_finite",
     "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial", "dense_update_forward",
     "dense_weight_gradient",
-    "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
+    "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
     "output_activation_serial", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
+    "batch_weights",
     "param_offsets", "predict_outputs", "predict_rows", "train_epoch", "workspace_offsets", "train_epoch_optimizer",
     "LINE", "PREDICT_ROWS",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",

@@ -8,6 +8,7 @@ For all three pairs the output delta is the same, δ^L_{sk} = ∂E_s/∂z^L_{sk}
 | SOFTMAX_CE  | e^{z_k - lse(z)}    | lse(z) Σ_k t_k - Σ_k t_k z_k        (docs/derivation.md eq. 27) |
 | SIGMOID_BCE | σ(z_k)              | Σ_k max(z_k, 0) - t_k z_k + log1p(e^{-|z_k|})   (docs/derivation.md eq. 28) |
 | IDENTITY_SE | z_k                 | ½ Σ_k (z_k - t_k)²                                         |
+| EXP_POISSON | e^{z_k}             | Σ_k e^{z_k} - t_k z_k + t_k log t_k - t_k  (half Poisson deviance, t ≥ 0) |
 
 lse(z) = m + log Σ_c e^{z_c - m} with m = max_c z_c, so exp never overflows (docs/derivation.md eq. 26).
 """
@@ -18,10 +19,10 @@ from numba import prange
 from .vecmath import sigmoid_libm
 from .common import PARALLEL_ELEMENTS, cast_like, njit
 
-SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE = 0, 1, 2
+SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE, EXP_POISSON = 0, 1, 2, 3
 
 #: output name -> code; the Python side of the table
-OUTPUTS = {"softmax": SOFTMAX_CE, "sigmoid": SIGMOID_BCE, "identity": IDENTITY_SE}
+OUTPUTS = {"softmax": SOFTMAX_CE, "sigmoid": SIGMOID_BCE, "identity": IDENTITY_SE, "poisson": EXP_POISSON}
 
 
 @njit(inline="always", cache=True)
@@ -90,12 +91,31 @@ def _identity_se_row(Z, T, s, A_out, D):
 
 
 @njit(inline="always", cache=True)
+def _poisson_row(Z, T, s, A_out, D):
+    """Half the Poisson deviance of the rate a = e^z; its constant t log t - t makes E_s = 0 at a = t
+    (scikit-learn's MLP loss), t log t read as 0 at t = 0."""
+    loss = cast_like(Z, 0)
+    for k in range(Z.shape[1]):
+        t = T[s, k]
+        z = Z[s, k]
+        a = math.exp(z)
+        loss += a - t * z
+        if t > 0:
+            loss += t * math.log(t) - t
+        A_out[s, k] = a
+        D[s, k] = a - t
+    return loss
+
+
+@njit(inline="always", cache=True)
 def _loss_row(Z, T, code, s, A_out, D):
     """E_s, with a^L[s, :] and δ^L[s, :] written, for the output/loss pair `code`."""
     if code == SOFTMAX_CE:
         return _softmax_ce_row(Z, T, s, A_out, D)
     if code == SIGMOID_BCE:
         return _sigmoid_bce_row(Z, T, s, A_out, D)
+    if code == EXP_POISSON:
+        return _poisson_row(Z, T, s, A_out, D)
     return _identity_se_row(Z, T, s, A_out, D)
 
 
@@ -152,6 +172,9 @@ def _output_row(Z, code, s, A_out):
     elif code == SIGMOID_BCE:
         for k in range(Z.shape[1]):
             A_out[s, k] = sigmoid_libm(Z[s, k])
+    elif code == EXP_POISSON:
+        for k in range(Z.shape[1]):
+            A_out[s, k] = math.exp(Z[s, k])
     else:
         for k in range(Z.shape[1]):
             A_out[s, k] = Z[s, k]
@@ -169,12 +192,12 @@ def _argmax(X, s):
 @njit(cache=True)
 def count_correct(A, T, code):
     """How many rows of a^L predict their target: argmax for softmax, every unit on the right side
-    of ½ for sigmoid (subset accuracy, as scikit-learn scores multi-label). 0 for identity.
+    of ½ for sigmoid (subset accuracy, as scikit-learn scores multi-label). 0 for identity and poisson.
 
     A: (S, n_L) outputs a^L · T: (S, n_L) targets.
     """
     correct = 0
-    if code == IDENTITY_SE:
+    if code == IDENTITY_SE or code == EXP_POISSON:
         return correct
     for s in range(A.shape[0]):
         if code == SOFTMAX_CE:

@@ -157,40 +157,76 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S):
 
 
 @njit(parallel=True, cache=True)
-def output_and_loss(sizes, codes, T, work, woff, S):
+def output_and_loss(sizes, codes, T, work, woff, S, wb=None):
     """a^L, δ^L and the batch-mean loss against targets T, from the logits z^L left in a^L by `forward`.
 
+    wb: None, or the batch's scaled sample weights (`batch_weights`): then E_s and δ^L_s are multiplied
+    by wb[s], so that the mean over S rows is the weighted mean Σ_s w_s E_s / Σ_s w_s (scikit-learn's).
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
     A_L = _mat(work, woff[L, A_], S, sizes[L])
+    D = _mat(work, woff[L, D_], S, sizes[L])
     losses = work[woff[L + 1, 1]:woff[L + 1, 1] + S]
-    loss = output_loss(A_L, T, codes[L - 1], A_L, _mat(work, woff[L, D_], S, sizes[L]), losses)
+    loss = output_loss(A_L, T, codes[L - 1], A_L, D, losses)
+    if wb is not None:
+        loss = _weigh_rows(wb, losses, D)
     return loss, count_correct(A_L, T, codes[L - 1])
 
 
+@njit(cache=True)
+def _weigh_rows(wb, losses, D):
+    """E_s ← wb[s] E_s and δ^L_s ← wb[s] δ^L_s; returns the new mean (1/S) Σ_s E_s, summed in order of s."""
+    total = 0.0
+    for s in range(D.shape[0]):
+        losses[s] *= wb[s]
+        total += losses[s]
+        for k in range(D.shape[1]):
+            D[s, k] *= wb[s]
+    return total / D.shape[0]
+
+
+@njit(cache=True)
+def batch_weights(sw, index, wb):
+    """wb[s] = w_s S / Σ_s' w_s' for the batch's samples index[s], s < S; returns Σ_s w_s.
+
+    Why scaled: the kernels divide every batch sum by S, so (1/S) Σ_s wb[s] δ_s a_s is scikit-learn's
+    Σ_s w_s δ_s a_s / Σ_s w_s. Weights all 1 give wb = 1 exactly: the same bits as no weights.
+    sw: (N,) sample weights w ≥ 0 with a positive sum per batch · index: (S,) · wb: (≥ S,), written.
+    """
+    S = index.shape[0]
+    total = 0.0
+    for s in range(S):
+        total += sw[index[s]]
+    scale = S / total if total > 0 else 0.0  # a batch of zero weights contributes nothing
+    for s in range(S):
+        wb[s] = sw[index[s]] * scale
+    return total
+
+
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out):
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
+    wb: None, or scaled sample weights (`output_and_loss`).
     Returns (batch-mean loss, number of correct predictions).
     """
     forward(sizes, codes, params, poff, A0, work, woff, S)
-    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True)
+    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb)
 
 
 @njit(parallel=True, cache=True)
-def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights):
+def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
-    loss, correct = output_and_loss(sizes, codes, T, work, woff, S)
+    loss, correct = output_and_loss(sizes, codes, T, work, woff, S, wb)
     for l in range(L, 0, -1):
         W, _ = _weights(params, poff, sizes, l)
         G, g = _weights(out, poff, sizes, l)
@@ -228,7 +264,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -237,11 +273,12 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     `batch_rows` put it.
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
     work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
-    Returns (Σ_batches S·E, number correct).
+    sw: None or (N,) sample weights (`batch_weights`). Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     size = woff[-1, 2]
+    wb = None if sw is None else np.empty(batch_size, params.dtype)
     total_loss = 0.0
     total_correct = 0
     A0_prev, work_prev = X[:0], work[size:2 * size]
@@ -251,8 +288,9 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
         forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff)
+        wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
-                                          params, False)
+                                          params, False, wb_i)
         total_loss += loss * S
         total_correct += correct
         A0_prev, work_prev = A0, work_i
@@ -262,7 +300,8 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
 
 
 @njit(parallel=True, cache=True)
-def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t):
+def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
+                          sw=None):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
@@ -270,17 +309,23 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     code, hyper, state, t: the optimizer (`optimizers.optimizer_step`); t = steps taken so far.
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
+    sw: None or (N,) sample weights: the batch loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ_l ||W^l||²
+    (scikit-learn's).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
     total_loss = 0.0
     total_correct = 0
+    wb = None if sw is None else np.empty(batch_size, params.dtype)
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
         A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
-        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads)
-        if hyper[L2] > 0:
-            loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
+        wb_s = None if sw is None else _weights_of(sw, order[start:start + S], wb)
+        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
+                                         wb_s)
+        weight = _weight_sum(sw, order[start:start + S])
+        if hyper[L2] > 0 and weight > 0:
+            loss += add_l2_penalty(params, poff, hyper[L2] / weight, grads)
         if hyper[MAX_NORM] > 0:
             clip_grad_norm(grads, hyper[MAX_NORM])
         t += 1
@@ -288,6 +333,24 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
         total_loss += loss * S
         total_correct += correct
     return total_loss, total_correct, t
+
+
+@njit(inline="always", cache=True)
+def _weights_of(sw, index, wb):
+    """The batch's scaled weights (`batch_weights`), as the first S entries of wb."""
+    batch_weights(sw, index, wb)
+    return wb[:index.shape[0]]
+
+
+@njit(inline="always", cache=True)
+def _weight_sum(sw, index):
+    """Σ_s w_s over the batch, or S without weights (the L2 penalty's denominator)."""
+    if sw is None:
+        return float(index.shape[0])
+    total = 0.0
+    for s in range(index.shape[0]):
+        total += sw[index[s]]
+    return total
 
 
 #: rows per block of `predict_outputs` (at most): a multiple of TILE; 32-128 rows were as fast
