@@ -1,5 +1,5 @@
 """fastbp: train fully connected networks on the CPU with JIT-compiled backpropagation kernels."""
-from . import threading  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/threading.py)
+from . import parallel  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/parallel.py)
 from . import data, kernels
 from .io import load
 from .model import MLP

@@ -15,7 +15,7 @@ from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
-from .threading import parallel_section
+from .parallel import parallel_section
 from .validation import check_positive_int, check_targets, check_X
 
 class MLP:

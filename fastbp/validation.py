@@ -20,7 +20,7 @@ import numpy as np
 
 from .buffers import copy_on_a_line
 from .kernels.checks import all_finite
-from .threading import parallel_section
+from .parallel import parallel_section
 
 #: the outputs whose targets are probabilities or 0/1 labels
 _PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
