@@ -16,7 +16,7 @@ from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
 from .parallel import parallel_section
-from .validation import check_positive_int, check_targets, check_X
+from .validation import check_non_negative, check_positive, check_positive_int, check_targets, check_X
 
 class MLP:
     """A fully connected network trained by backpropagation.
@@ -150,8 +150,8 @@ class MLP:
         epochs = check_positive_int(epochs, "epochs")
         verbose = _check_verbose(verbose)
         optimizer = self._check_optimizer(optimizer)
-        alpha = _check_non_negative(alpha, "alpha")
-        clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
+        alpha = check_non_negative(alpha, "alpha")
+        clip_norm = None if clip_norm is None else check_positive(clip_norm, "clip_norm")
         rng = np.random.default_rng(seed)
         X, T, validation = self._validation_set(X, T, validation_data, validation_split, rng)
         batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
@@ -219,7 +219,7 @@ class MLP:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             return X, T, self._check_data(*validation_data)
-        split = _check_non_negative(validation_split, "validation_split")
+        split = check_non_negative(validation_split, "validation_split")
         if split == 0:
             return X, T, None
         n_val = int(round(split * X.shape[0]))
@@ -356,7 +356,7 @@ class _EarlyStopping:
 
     def __init__(self, patience: int | None, min_delta: float, monitor: str) -> None:
         self.patience = None if patience is None else check_positive_int(patience, "patience")
-        self.min_delta = _check_non_negative(min_delta, "min_delta")
+        self.min_delta = check_non_negative(min_delta, "min_delta")
         self.monitor, self.sign = monitor, -1.0 if monitor.endswith("accuracy") else 1.0
         self.best, self.wait, self.best_params = math.inf, 0, None
 
@@ -427,28 +427,6 @@ def _check_callbacks(callbacks) -> list[Callable]:
         if not callable(callback):
             raise TypeError(f"callbacks must be callables callback(epoch, history, model), got {callback!r}")
     return callbacks
-
-
-def _check_real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
-
-
-def _check_non_negative(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return value
-
-
-def _check_positive(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
 
 
 def _check_verbose(verbose) -> int:

@@ -15,6 +15,7 @@ from typing import Callable, Union
 import numpy as np
 
 from . import kernels as K
+from .validation import check_fraction, check_lr, check_non_negative
 
 #: a learning rate: a number, or a callable epoch -> learning rate (epochs counted from 0)
 LearningRate = Union[float, Callable[[int], float]]
@@ -74,7 +75,7 @@ class Optimizer:
     code: int = K.SGD
 
     def __init__(self, lr: LearningRate) -> None:
-        self.lr = lr if callable(lr) else _check_lr(lr)
+        self.lr = lr if callable(lr) else check_lr(lr)
         self.reset()
 
     def reset(self) -> None:
@@ -90,7 +91,7 @@ class Optimizer:
         if not callable(self.lr):
             return self.lr
         try:
-            return _check_lr(self.lr(epoch))
+            return check_lr(self.lr(epoch))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the learning-rate schedule {self.lr!r} gave a bad value for epoch {epoch}: {exc}") from None
 
@@ -104,7 +105,8 @@ class Optimizer:
 
     @property
     def fused(self) -> bool:
-        """True when the step is plain θ ← θ - ε g, fused into the gradient kernel (no gradient vector)."""
+        """True when the step is plain θ ← θ - ε g, taken by the next batch's forward as it reads W
+        (`kernels.dense_update_forward`), with no gradient vector."""
         return False
 
     def bind(self, params: np.ndarray) -> np.ndarray:
@@ -140,7 +142,8 @@ class SGD(Optimizer):
 
     ``g ← g + λθ``; ``v ← μv + g``; ``θ ← θ - ε (g + μv)`` (Nesterov) or ``θ ← θ - ε v`` (momentum)
     or ``θ ← θ - ε g`` (μ = 0, NOTATION.md, seed 002): ``torch.optim.SGD`` with dampening 0.
-    Plain SGD (μ = 0, λ = 0) is fused into the weight-gradient kernel, so a step costs no extra pass.
+    Plain SGD (μ = 0, λ = 0) is fused into the next batch's forward (`kernels.dense_update_forward`), which
+    updates each row of W just before reading it, so a step costs no extra pass over W.
 
     Parameters
     ----------
@@ -157,13 +160,13 @@ class SGD(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = check_fraction(momentum, "momentum")
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, e.g. SGD(lr=0.05, momentum=0.9, nesterov=True)")
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
         super().__init__(lr)
 
     @property
@@ -205,9 +208,9 @@ class Adam(Optimizer):
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_check_fraction(beta1, "betas[0]"), _check_fraction(beta2, "betas[1]"))
-        self.eps = _check_non_negative(eps, "eps")
-        self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
+        self.betas = (check_fraction(beta1, "betas[0]"), check_fraction(beta2, "betas[1]"))
+        self.eps = check_non_negative(eps, "eps")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
         super().__init__(lr)
 
     def _hyper(self, lr: float) -> dict:
@@ -226,37 +229,3 @@ class AdamW(Adam):
     def __init__(self, lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2) -> None:
         super().__init__(lr, betas, eps, weight_decay)
-
-
-# ----------------------------------------------------------------------------- checks
-def _check_real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _check_lr(lr: float) -> float:
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating)):
-        raise TypeError(f"lr must be a real number or a callable epoch -> lr, got {type(lr).__name__}; "
-                        "pass e.g. lr=0.01")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be finite and > 0, got {lr}; pass e.g. lr=0.01")
-    return lr
-
-
-def _check_fraction(value, name: str) -> float:
-    value = _check_real(value, name)
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
-    return value
-
-
-def _check_non_negative(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return value
