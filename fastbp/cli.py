@@ -12,10 +12,13 @@ from .data import load_digits_split
 from .kernels import ACTIVATIONS, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
 from .model import MLP
-from .optim import SGD, Adam
+from .optim import OPTIMIZERS as OPTIMIZER_CLASSES
+from .optim import SGD
 
-#: --optimizer name -> the optimizer, given the learning rate
-OPTIMIZERS = {"sgd": lambda lr: SGD(lr=lr), "momentum": lambda lr: SGD(lr=lr, momentum=0.9), "adam": lambda lr: Adam(lr=lr)}
+#: --optimizer name -> the optimizer, given the learning rate: every optimizer class with its defaults, and SGD
+#: with momentum 0.9
+OPTIMIZERS = {**{name: (lambda lr, cls=cls: cls(lr=lr)) for name, cls in OPTIMIZER_CLASSES.items()},
+              "momentum": lambda lr: SGD(lr=lr, momentum=0.9)}
 
 
 def _positive_int(text: str) -> int:
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=16)
     train.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate")
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
-                       help="sgd (plain, the fused fast path), momentum (SGD, momentum 0.9) or adam")
+                       help="sgd (plain, the fused fast path), momentum (SGD, momentum 0.9), or another "
+                            "optimizer with its default settings")
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")

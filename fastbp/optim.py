@@ -15,6 +15,7 @@ from typing import Callable, Union
 import numpy as np
 
 from . import kernels as K
+from .kernels.optimizers import state_rows
 from .validation import check_fraction, check_lr, check_non_negative
 
 #: a learning rate: a number, or a callable epoch -> learning rate (epochs counted from 0)
@@ -80,7 +81,7 @@ class Optimizer:
 
     def reset(self) -> None:
         """Forget the state: zero momentum/moments, step and epoch counts back to 0."""
-        self.state: np.ndarray | None = None  # (2, P) flat state vectors
+        self.state: np.ndarray | None = None  # (`state_rows`, P) flat state vectors
         self.steps = 0  # optimizer steps taken (Adam's t)
         self.epochs = 0  # epochs trained; the schedule's epoch
         self._owner: weakref.ref | None = None
@@ -109,15 +110,21 @@ class Optimizer:
         (`kernels.dense_update_forward`), with no gradient vector."""
         return False
 
+    @property
+    def state_rows(self) -> int:
+        """Rows of state the kernel keeps per parameter (`kernels.optimizers.state_rows`)."""
+        return state_rows(self.code, self.hyper())
+
     def bind(self, params: np.ndarray) -> np.ndarray:
-        """The (2, P) state for the flat parameter vector `params`, allocated (zeros) on first use
-        or when the optimizer is used with another model, then kept."""
-        fits = self.state is not None and self.state.shape == (2, params.shape[0]) and self.state.dtype == params.dtype
+        """The (`state_rows`, P) state for the flat parameter vector `params`, allocated (zeros) on first
+        use or when the optimizer is used with another model, then kept."""
+        shape = (self.state_rows, params.shape[0])
+        fits = self.state is not None and self.state.shape == shape and self.state.dtype == params.dtype
         same_model = self._owner is not None and self._owner() is params
         unpickled = self._owner is None and self.state is not None  # pickled along with its model
         if not (fits and (same_model or unpickled)):
             self.reset()
-            self.state = np.zeros((2, params.shape[0]), dtype=params.dtype)
+            self.state = np.zeros(shape, dtype=params.dtype)
         self._owner = weakref.ref(params)
         return self.state
 
@@ -229,3 +236,48 @@ class AdamW(Adam):
     def __init__(self, lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2) -> None:
         super().__init__(lr, betas, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as ``torch.optim.RMSprop`` computes it.
+
+    ``g ← g + λθ``; ``u ← αu + (1-α)g²``; ``ũ = u`` (or ``u - c²`` with ``c ← αc + (1-α)g``, centered);
+    ``d = g / (√ũ + eps)``; ``b ← μb + d``, ``θ ← θ - ε b`` (μ > 0) or ``θ ← θ - ε d``.
+
+    Parameters
+    ----------
+    lr : float or callable epoch -> float, default 0.01
+    alpha : float in [0, 1), default 0.99
+        Smoothing constant α of the running mean of g².
+    eps : float ≥ 0, default 1e-8
+    weight_decay : float ≥ 0, default 0
+        λ, added to the gradient as λθ (PyTorch's convention).
+    momentum : float in [0, 1), default 0
+    centered : bool, default False
+        Divide by an estimate of the gradient's variance, u - c², instead of its mean square u.
+    """
+
+    code = K.OPTIMIZERS["rmsprop"]
+
+    def __init__(self, lr: LearningRate = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False) -> None:
+        self.alpha = check_fraction(alpha, "alpha")
+        self.eps = check_non_negative(eps, "eps")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
+        self.momentum = check_fraction(momentum, "momentum")
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+        super().__init__(lr)
+
+    def _hyper(self, lr: float) -> dict:
+        return dict(lr=lr, alpha=self.alpha, eps=self.eps, weight_decay=self.weight_decay, momentum=self.momentum,
+                    centered=self.centered)
+
+    def _settings(self) -> dict:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "centered": self.centered}
+
+
+#: name -> optimizer class (the names of `kernels.OPTIMIZERS`); the CLI's --optimizer reads it
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.__name__.lower(): cls for cls in (SGD, Adam, AdamW, RMSprop)}
