@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
-from .optim import SGD, Optimizer
+from .optim import OPTIMIZERS, SGD, Optimizer
 from .parallel import parallel_section
 from .validation import check_non_negative, check_positive, check_positive_int, check_targets, check_X
 
@@ -29,13 +29,15 @@ class MLP:
     layer_sizes : sequence of int
         ``[n_0, n_1, ..., n_L]``: inputs, hidden layers, outputs. At least two entries, each ≥ 1.
     activation : str or sequence of str, default "relu"
-        Hidden activation, one of "relu", "tanh", "sigmoid", "identity", or one per hidden layer.
+        Hidden activation, a name in ``fastbp.kernels.REGISTRY`` ("relu", "tanh", "sigmoid", "identity",
+        "gelu"), or one per hidden layer.
     output : {"softmax", "sigmoid", "identity"}, default "softmax"
         Output layer and loss: softmax + cross-entropy (classes), sigmoid + binary cross-entropy
         (multi-label or one binary output), identity + ½ squared error (regression).
     dtype : np.float32 or np.float64, default np.float32
     seed : int, default 0
-        Seeds the initialisation (He for relu layers, Glorot for the others and the output layer).
+        Seeds the initialisation (the activation's rule: He for relu and GELU layers, Glorot for the others and
+        the output layer).
 
     Attributes
     ----------
@@ -73,15 +75,11 @@ class MLP:
         return weights, biases
 
     def _initialise(self, rng: np.random.Generator) -> None:
-        """He normal for relu layers, Glorot uniform for the others; biases 0."""
-        hidden = self.activations + [None]
-        for W, f in zip(self.weights, hidden):
-            n_out, n_in = W.shape
-            if f == "relu":
-                W[...] = rng.normal(0.0, np.sqrt(2.0 / n_in), size=W.shape)
-            else:
-                r = np.sqrt(6.0 / (n_in + n_out))
-                W[...] = rng.uniform(-r, r, size=W.shape)
+        """Each hidden layer's rule from the activation registry (He normal for relu-like, Glorot uniform for
+        the others), Glorot uniform for the output layer; biases 0."""
+        rules = [K.REGISTRY[f].init for f in self.activations] + [K.glorot_uniform]
+        for W, init in zip(self.weights, rules):
+            W[...] = init(rng, W.shape)
 
     def _workspace(self, batch: int, copies: int = 1) -> np.ndarray:
         """`copies` workspaces for batches of up to `batch` rows, one after the other, starting on a
@@ -122,7 +120,7 @@ class MLP:
         y : targets: see `output` in the class docstring
         epochs : int, number of passes over the data
         batch_size : int, samples per step (the last batch of an epoch may be smaller)
-        optimizer : SGD, Adam or AdamW, default: the optimizer of the previous fit, else SGD(lr=0.01)
+        optimizer : SGD, Adam, AdamW or RMSprop, default: the optimizer of the previous fit, else SGD(lr=0.01)
             Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
         seed : int, seeds the shuffling and the validation split
@@ -207,8 +205,9 @@ class MLP:
         if optimizer is None:
             return getattr(self, "optimizer", None) or SGD()
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastbp.SGD, fastbp.Adam or fastbp.AdamW, got "
-                            f"{type(optimizer).__name__}; pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
+            *others, last = [f"fastbp.{cls.__name__}" for cls in OPTIMIZERS.values()]
+            raise TypeError(f"optimizer must be a {', '.join(others)} or {last}, got {type(optimizer).__name__}; "
+                            "pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
         return optimizer
 
     def _validation_set(self, X, T, validation_data, validation_split, rng):

@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from . import kernels as K
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
 
@@ -32,7 +33,9 @@ except ImportError:  # pragma: no cover
     def validate_data(estimator, X, y="no_validation", reset=True, **kwargs):
         return estimator._validate_data(X, y, reset=reset, **kwargs)
 
-_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+#: scikit-learn's activation names -> fastbp's: its "logistic" is the sigmoid; every other registered activation
+#: (`fastbp.kernels.REGISTRY`) keeps its own name
+_ACTIVATIONS = {"logistic": "sigmoid", **{name: name for name in K.ACTIVATIONS if name != "sigmoid"}}
 
 
 class _BaseMLP(BaseEstimator):
@@ -195,7 +198,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default (100,)
-    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
+    activation : str, default "relu"
+        "relu", "tanh", "logistic", "identity", or another name in `fastbp.kernels.REGISTRY` (e.g. "gelu")
     solver : {"adam", "sgd"}, default "adam"
     alpha : float, default 1e-4
         L2 penalty: a batch of S samples adds ``alpha/(2S) Σ_l ||W^l||²`` to its loss (scikit-learn's).
