@@ -11,7 +11,7 @@ import numpy as np
 from .data import load_digits_split
 from .kernels import ACTIVATIONS, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
-from .model import MLP
+from .model import COMPILING, MLP
 from .optim import OPTIMIZERS as OPTIMIZER_CLASSES
 from .optim import SGD
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "optimizer with its default settings")
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -65,12 +65,12 @@ def train(args: argparse.Namespace) -> int:
     X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
     sizes = [X_train.shape[1], *args.hidden, 10]
     model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)
-    print(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
+    print(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples", flush=True)
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
     # the epoch kernel fit runs: with no penalty and no clipping, as here, a fused optimizer's is train_epoch
     compiles = not has_compiled(train_epoch if optimizer.fused else train_epoch_optimizer)
-    if compiles:
-        print("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
+    if compiles and args.quiet:  # otherwise fit's progress display says so, with the seconds elapsed
+        print(f"fastbp: {COMPILING}", flush=True)
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                         seed=args.seed, verbose=0 if args.quiet else 1)

