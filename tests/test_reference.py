@@ -148,8 +148,9 @@ def test_gelu_is_pytorchs_exact_form(dtype):
     np.testing.assert_allclose(prime, 0.5 * (1 + erf(z / np.sqrt(2))) + z * np.exp(-z * z / 2) / np.sqrt(2 * np.pi),
                                **tol)
     assert f.dtype == dtype and prime.dtype == dtype
-    assert f[Z_VALUES == 0.0] == 0 and prime[Z_VALUES == 0.0] == 0.5
-    assert f[Z_VALUES == 30.0] == 30 and f[Z_VALUES == -30.0] == 0 and prime[Z_VALUES == 30.0] == 1
+    at = {value: Z_VALUES == value for value in (0.0, 30.0, -30.0)}
+    assert (f[at[0.0]] == 0).all() and (prime[at[0.0]] == 0.5).all()
+    assert f[at[30.0]] == 30 and f[at[-30.0]] == 0 and prime[at[30.0]] == 1
 
 
 def test_gelu_derivative_matches_central_differences():
