@@ -196,7 +196,7 @@ def test_divergence_stops_and_keeps_last_finite_weights(digits):
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(layer_sizes=[5]), ValueError, "at least an input and an output"),
     (dict(layer_sizes=[5, 0, 3]), ValueError, r"layer_sizes\[1\] must be ≥ 1"),
-    (dict(layer_sizes=[5, 3], activation="gelu"), ValueError, r"unknown activation 'gelu'; choose one of \["),
+    (dict(layer_sizes=[5, 3], activation="swish"), ValueError, r"unknown activation 'swish'; choose one of \["),
     (dict(layer_sizes=[5, 3], output="softplus"), ValueError, "unknown output 'softplus'"),
     (dict(layer_sizes=[5, 4, 4, 3], activation=["relu"]), ValueError, "2 hidden layers"),
     (dict(layer_sizes=[5, 3], dtype=np.int32), TypeError, "float32 or np.float64"),

@@ -161,7 +161,7 @@ def test_pickle_round_trip(small_digits):
 
 @pytest.mark.parametrize("params,match", [
     (dict(solver="lbfgs"), "solver must be 'sgd' or 'adam'"),
-    (dict(activation="gelu"), "activation must be one of"),
+    (dict(activation="swish"), "activation must be one of"),
     (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes must hold positive integers"),
     (dict(batch_size=0), "batch_size must be 'auto' or a positive integer"),
     (dict(max_iter=0), "max_iter must be a positive integer"),
