@@ -9,8 +9,8 @@ apply f and f'(z) in a pass of their own. The relu, tanh and sigmoid kernels sta
 Adding an activation (all in this file, plus its NumPy formula in tests/reference.py):
 1. its compiled scalar f and f' and a new code;
 2. one `Activation` entry in `REGISTRY` (name, code, f, f', initialisation, from_z);
-3. one line in the explicit dispatch: `activate`/`derivative` for an f' written from a, else
-   `activate_z`/`derivative_z` (and `activate_block`'s list of codes it applies).
+3. one branch in each function of the explicit dispatch: `activate` and `derivative` for an f' written
+   from a, else `activate_z` and `derivative_z`.
 The model, the CLI, scikit-learn's wrapper, save/load and the tests read the registry.
 """
 from __future__ import annotations
