@@ -113,7 +113,7 @@ class Optimizer:
     @property
     def state_rows(self) -> int:
         """Rows of state the kernel keeps per parameter (`kernels.optimizers.state_rows`)."""
-        return state_rows(self.code, self.hyper())
+        return state_rows(self.code, K.hyper_parameters(**self._hyper(0.0)))  # rows never depend on ε
 
     def bind(self, params: np.ndarray) -> np.ndarray:
         """The (`state_rows`, P) state for the flat parameter vector `params`, allocated (zeros) on first
