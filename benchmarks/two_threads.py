@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 import fastbp
-from fastbp.threading import active_layer
+from fastbp.parallel import active_layer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_job import LAYER_SIZES, LEARNING_RATE, reference_data

@@ -1,10 +1,10 @@
 """fastbp: train fully connected networks on the CPU with JIT-compiled backpropagation kernels."""
-from . import threading  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/threading.py)
+from . import parallel  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/parallel.py)
 from . import data, kernels
 from .io import load
 from .model import MLP
-from .optim import SGD, Adam, AdamW, ConstantLR, CosineLR, ExponentialLR, StepLR
+from .optim import SGD, Adam, AdamW, ConstantLR, CosineLR, ExponentialLR, RMSprop, StepLR
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "SGD", "Adam", "AdamW", "ConstantLR", "CosineLR", "ExponentialLR", "StepLR", "load", "data", "kernels",
-           "__version__"]
+__all__ = ["MLP", "SGD", "Adam", "AdamW", "RMSprop", "ConstantLR", "CosineLR", "ExponentialLR", "StepLR", "load",
+           "data", "kernels", "__version__"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -11,11 +12,14 @@ import numpy as np
 from .data import load_digits_split
 from .kernels import ACTIVATIONS, forward_backward, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
-from .model import MLP
-from .optim import SGD, Adam
+from .model import COMPILING, MLP
+from .optim import OPTIMIZERS as OPTIMIZER_CLASSES
+from .optim import SGD
 
-#: --optimizer name -> the optimizer, given the learning rate
-OPTIMIZERS = {"sgd": lambda lr: SGD(lr=lr), "momentum": lambda lr: SGD(lr=lr, momentum=0.9), "adam": lambda lr: Adam(lr=lr)}
+#: --optimizer name -> the optimizer, given the learning rate: every optimizer class with its defaults, and SGD
+#: with momentum 0.9
+OPTIMIZERS = {**{name: (lambda lr, cls=cls: cls(lr=lr)) for name, cls in OPTIMIZER_CLASSES.items()},
+              "momentum": lambda lr: SGD(lr=lr, momentum=0.9)}
 
 
 def _positive_int(text: str) -> int:
@@ -49,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=16)
     train.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate")
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
-                       help="sgd (plain, the fused fast path), momentum (SGD, momentum 0.9) or adam")
+                       help="sgd (plain, the fused fast path), momentum (SGD, momentum 0.9), or another "
+                            "optimizer with its default settings")
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--quiet", action="store_true", help="no progress display")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the ranks of `mpiexec -n P fastbp train --distributed` (fastbp[mpi]); "
                             "--batch-size is the global batch")
@@ -72,7 +77,7 @@ def _world(distributed: bool):
 
 def train(args: argparse.Namespace) -> int:
     comm, root = _world(args.distributed)
-    say = print if root else (lambda *a, **k: None)  # only rank 0 prints
+    say = functools.partial(print, flush=True) if root else (lambda *a, **k: None)  # only rank 0 prints
     dtype = np.dtype(args.dtype).type
     X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
     sizes = [X_train.shape[1], *args.hidden, 10]
@@ -82,8 +87,8 @@ def train(args: argparse.Namespace) -> int:
     # the epoch kernel fit runs: with no penalty and no clipping, as here, a fused optimizer's is train_epoch
     # (with comm, a step at a time: forward_backward)
     compiles = not has_compiled(forward_backward if comm else train_epoch if optimizer.fused else train_epoch_optimizer)
-    if compiles:
-        say("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
+    if compiles and args.quiet:  # otherwise fit's progress display says so, with the seconds elapsed
+        say(f"fastbp: {COMPILING}")
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                         seed=args.seed, verbose=0 if args.quiet else 1, comm=comm)

@@ -28,7 +28,7 @@ import numpy as np
 from . import kernels as K
 from .buffers import empty_on_a_line
 from .kernels.optimizers import LR
-from .threading import parallel_section
+from .parallel import parallel_section
 
 #: rows per block when evaluating validation data: bounds the (rows, n_L) output buffers
 VALIDATION_ROWS = 1 << 15

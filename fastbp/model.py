@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import threading
 import time
 import warnings
 from typing import Callable, Sequence
@@ -16,10 +17,12 @@ from . import distributed
 from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .distributed import writeable_map
+from .kernels.cache import has_compiled
 from .kernels.optimizers import LR
-from .optim import SGD, Optimizer
-from .threading import parallel_section
-from .validation import check_positive_int, check_sample_weight, check_targets, check_X
+from .optim import OPTIMIZERS, SGD, Optimizer
+from .parallel import parallel_section
+from .validation import (check_non_negative, check_positive, check_positive_int, check_sample_weight, check_targets,
+                         check_X)
 
 #: the outputs that classify (accuracy is recorded); "identity" and "poisson" regress
 _CLASSIFYING = ("softmax", "sigmoid")
@@ -35,14 +38,16 @@ class MLP:
     layer_sizes : sequence of int
         ``[n_0, n_1, ..., n_L]``: inputs, hidden layers, outputs. At least two entries, each ≥ 1.
     activation : str or sequence of str, default "relu"
-        Hidden activation, one of "relu", "tanh", "sigmoid", "identity", or one per hidden layer.
+        Hidden activation, a name in ``fastbp.kernels.REGISTRY`` ("relu", "tanh", "sigmoid", "identity",
+        "gelu"), or one per hidden layer.
     output : {"softmax", "sigmoid", "identity", "poisson"}, default "softmax"
         Output layer and loss: softmax + cross-entropy (classes), sigmoid + binary cross-entropy
         (multi-label or one binary output), identity + ½ squared error (regression), exp + half Poisson
         deviance (counts or rates ≥ 0).
     dtype : np.float32 or np.float64, default np.float32
     seed : int, default 0
-        Seeds the initialisation (He for relu layers, Glorot for the others and the output layer).
+        Seeds the initialisation (the activation's rule: He for relu and GELU layers, Glorot for the others and
+        the output layer).
 
     Attributes
     ----------
@@ -80,15 +85,11 @@ class MLP:
         return weights, biases
 
     def _initialise(self, rng: np.random.Generator) -> None:
-        """He normal for relu layers, Glorot uniform for the others; biases 0."""
-        hidden = self.activations + [None]
-        for W, f in zip(self.weights, hidden):
-            n_out, n_in = W.shape
-            if f == "relu":
-                W[...] = rng.normal(0.0, np.sqrt(2.0 / n_in), size=W.shape)
-            else:
-                r = np.sqrt(6.0 / (n_in + n_out))
-                W[...] = rng.uniform(-r, r, size=W.shape)
+        """Each hidden layer's rule from the activation registry (He normal for relu-like, Glorot uniform for
+        the others), Glorot uniform for the output layer; biases 0."""
+        rules = [K.REGISTRY[f].init for f in self.activations] + [K.glorot_uniform]
+        for W, init in zip(self.weights, rules):
+            W[...] = init(rng, W.shape)
 
     def _workspace(self, batch: int, copies: int = 1) -> np.ndarray:
         """`copies` workspaces for batches of up to `batch` rows, one after the other, starting on a
@@ -144,11 +145,11 @@ class MLP:
         y : targets: see `output` in the class docstring
         epochs : int, number of passes over the data
         batch_size : int, samples per step (the last batch of an epoch may be smaller)
-        optimizer : SGD, Adam or AdamW, default: the optimizer of the previous fit, else SGD(lr=0.01)
+        optimizer : SGD, Adam, AdamW or RMSprop, default: the optimizer of the previous fit, else SGD(lr=0.01)
             Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
         seed : int, seeds the shuffling and the validation split
-        verbose : int, 0 silent, 1 a progress bar (stderr) and one line per epoch (stdout), 2 the lines only
+        verbose : int, 0 silent, 1 a progress bar in a terminal, else one line per epoch (stdout), 2 the lines
         alpha : float ≥ 0, L2 penalty on the weights, scikit-learn's convention: a batch of S samples
             adds ``α/(2S) Σ_l ||W^l||²`` to its loss (biases are not penalised)
         clip_norm : float > 0 or None, clip the whole gradient to this L2 norm before each step
@@ -192,8 +193,8 @@ class MLP:
             epochs = check_positive_int(epochs, "epochs")
             verbose = _check_verbose(verbose) if ctx is None or ctx.is_root else 0
             optimizer = self._check_optimizer(optimizer)
-            alpha = _check_non_negative(alpha, "alpha")
-            clip_norm = None if clip_norm is None else _check_positive(clip_norm, "clip_norm")
+            alpha = check_non_negative(alpha, "alpha")
+            clip_norm = None if clip_norm is None else check_positive(clip_norm, "clip_norm")
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
             rng = np.random.default_rng(seed)
             X, T, sw, validation = self._validation_set(X, T, sw, validation_data, validation_split,
@@ -217,7 +218,7 @@ class MLP:
         done, finished = 0, False
         if resume is not None:
             done, finished = self._resume(resume, ctx, optimizer, rng, history, stopper, batch_size, n_total)
-        with _Progress(verbose, epochs) as progress:
+        with _Progress(verbose, epochs, compiling=verbose > 0 and _first_epoch_compiles(run)) as progress:
             for epoch in range(done + 1, (done if finished else epochs) + 1):
                 order = (ctx.epoch_order(rng, X.shape[0], shuffle) if ctx else
                          rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0]))
@@ -270,8 +271,8 @@ class MLP:
         X, T = self._check_data(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         options = {"maxiter": check_positive_int(max_iter, "max_iter"),
-                   "maxfun": check_positive_int(max_fun, "max_fun"), "gtol": _check_non_negative(tol, "tol")}
-        alpha = _check_non_negative(alpha, "alpha")
+                   "maxfun": check_positive_int(max_fun, "max_fun"), "gtol": check_non_negative(tol, "tol")}
+        alpha = check_non_negative(alpha, "alpha")
         grads, work = empty_on_a_line(self._params.shape, self.dtype), self._workspace(X.shape[0])
         penalty = alpha / (X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)))
 
@@ -302,8 +303,9 @@ class MLP:
         if optimizer is None:
             return getattr(self, "optimizer", None) or SGD()
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastbp.SGD, fastbp.Adam or fastbp.AdamW, got "
-                            f"{type(optimizer).__name__}; pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
+            *others, last = [f"fastbp.{cls.__name__}" for cls in OPTIMIZERS.values()]
+            raise TypeError(f"optimizer must be a {', '.join(others)} or {last}, got {type(optimizer).__name__}; "
+                            "pass e.g. optimizer=fastbp.Adam(lr=1e-3)")
         return optimizer
 
     def _validation_set(self, X, T, sw, validation_data, validation_split, rng):
@@ -314,7 +316,7 @@ class MLP:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             return X, T, sw, self._check_data(writeable_map(validation_data[0]), validation_data[1])
-        split = _check_non_negative(validation_split, "validation_split")
+        split = check_non_negative(validation_split, "validation_split")
         if split == 0:
             return X, T, sw, None
         n_val = int(round(split * X.shape[0]))
@@ -477,7 +479,7 @@ class _EarlyStopping:
 
     def __init__(self, patience: int | None, min_delta: float, monitor: str) -> None:
         self.patience = None if patience is None else check_positive_int(patience, "patience")
-        self.min_delta = _check_non_negative(min_delta, "min_delta")
+        self.min_delta = check_non_negative(min_delta, "min_delta")
         self.monitor, self.sign = monitor, -1.0 if monitor.endswith("accuracy") else 1.0
         self.best, self.wait, self.best_params = math.inf, 0, None
 
@@ -497,30 +499,110 @@ class _EarlyStopping:
             params[...] = self.best_params
 
 
-class _Progress:
-    """verbose=1: a tqdm bar over epochs (stderr) with loss, accuracy, samples/s, and one line per epoch
-    (stdout); verbose=2: the lines only; verbose=0: nothing."""
+#: what the progress display says while the first epoch compiles the kernels
+COMPILING = "compiling kernels (first run on this machine)…"
 
-    def __init__(self, verbose: int, epochs: int) -> None:
-        self.verbose, self.epochs = verbose, epochs
-        self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=self.verbose != 1, leave=False)
+
+def _first_epoch_compiles(run: _Run) -> bool:
+    """Whether the first epoch of this fit compiles its epoch kernel: not yet compiled in this process, nor in
+    Numba's on-disk cache (`kernels.cache.has_compiled`)."""
+    kernel = K.train_epoch if getattr(run, "fused", False) else K.train_epoch_optimizer  # with comm, not fused
+    return not kernel.signatures and not has_compiled(kernel)
+
+
+class _Progress:
+    """One progress display on stdout. verbose=1: a tqdm bar over epochs (loss, accuracy, samples/s) when stdout
+    is a terminal, else one plain line per epoch; verbose=2: the lines; verbose=0: nothing. Lines carry no
+    carriage return, so a log file reads cleanly.
+
+    While the first epoch compiles (`compiling`), the display says so with the seconds elapsed and no ETA:
+    the bar shows `COMPILING` and a clock, refreshed by a thread; the lines say it once, then every 10 s.
+    The epoch bar starts after that epoch, so that its rate and ETA leave the compilation out.
+    """
+
+    def __init__(self, verbose: int, epochs: int, compiling: bool = False) -> None:
+        self.verbose, self.epochs, self.stream = verbose, epochs, sys.stdout
+        self.use_bar = verbose == 1 and _isatty(self.stream)
+        self.bar, self.clock, self.started = None, None, time.perf_counter()
+        if verbose and compiling:
+            self.clock = _Clock(self)
+        elif self.use_bar:
+            self.bar = self._epoch_bar(0)
+
+    def _epoch_bar(self, done: int) -> tqdm:
+        return tqdm(total=self.epochs, initial=done, unit="epoch", file=self.stream, dynamic_ncols=True)
 
     def update(self, epoch: int, history: dict[str, list[float]]) -> None:
         if not self.verbose:
             return
+        compiled = self.clock is not None
+        if compiled:
+            self.clock.stop()
+            self.clock = None
+            if not self.use_bar:
+                self._print(f"kernels compiled ({time.perf_counter() - self.started:.0f} s with epoch {epoch})")
+        if not self.use_bar:
+            self._print(_epoch_line(epoch, self.epochs, history))
+            return
         postfix = {key: f"{history[key][-1]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
                    if key in history}
         postfix["samples/s"] = f"{history['samples_per_second'][-1]:,.0f}"
-        self.bar.set_postfix(postfix, refresh=False)
-        self.bar.update(1)
-        tqdm.write(_epoch_line(epoch, self.epochs, history), file=sys.stdout)
-        sys.stdout.flush()
+        if compiled:  # the bar starts now, this epoch done: its rate and ETA leave the compilation out
+            self.bar = self._epoch_bar(epoch)
+            self.bar.set_postfix(postfix)
+        else:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
 
     def __enter__(self) -> _Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bar.close()
+        if self.clock is not None:
+            self.clock.stop()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _Clock:
+    """The compile notice of `_Progress`, with the seconds elapsed, kept up to date by a daemon thread (the
+    compiler releases the GIL often enough for it to run) until `stop`."""
+
+    def __init__(self, progress: _Progress) -> None:
+        self.progress, self.done = progress, threading.Event()
+        if progress.use_bar:  # a clock and no ETA: the bar's format has neither rate nor remaining time
+            self.bar = tqdm(total=progress.epochs, desc=COMPILING, bar_format="{desc} {elapsed}", file=progress.stream,
+                            leave=False)
+            period = 1.0
+        else:
+            self.bar = None
+            progress._print(COMPILING)
+            period = 10.0
+        self.thread = threading.Thread(target=self._tick, args=(period,), daemon=True)
+        self.thread.start()
+
+    def _tick(self, period: float) -> None:
+        while not self.done.wait(period):
+            if self.bar is not None:
+                self.bar.refresh()
+            else:
+                self.progress._print(f"{COMPILING} {time.perf_counter() - self.progress.started:.0f} s")
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _epoch_line(epoch: int, epochs: int, history: dict[str, list[float]]) -> str:
@@ -550,31 +632,10 @@ def _check_callbacks(callbacks) -> list[Callable]:
     return callbacks
 
 
-def _check_real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
-
-
-def _check_non_negative(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return value
-
-
-def _check_positive(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
 def _check_verbose(verbose) -> int:
     if not isinstance(verbose, (int, np.integer)) or verbose < 0:
-        raise ValueError(f"verbose must be 0 (silent), 1 (progress bar and lines) or 2 (lines), got {verbose!r}")
+        raise ValueError(f"verbose must be 0 (silent), 1 (a progress bar in a terminal, else lines) or 2 (lines), "
+                         f"got {verbose!r}")
     return int(verbose)
 
 

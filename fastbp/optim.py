@@ -15,6 +15,8 @@ from typing import Callable, Union
 import numpy as np
 
 from . import kernels as K
+from .kernels.optimizers import state_rows
+from .validation import check_fraction, check_lr, check_non_negative
 
 #: a learning rate: a number, or a callable epoch -> learning rate (epochs counted from 0)
 LearningRate = Union[float, Callable[[int], float]]
@@ -74,12 +76,12 @@ class Optimizer:
     code: int = K.SGD
 
     def __init__(self, lr: LearningRate) -> None:
-        self.lr = lr if callable(lr) else _check_lr(lr)
+        self.lr = lr if callable(lr) else check_lr(lr)
         self.reset()
 
     def reset(self) -> None:
         """Forget the state: zero momentum/moments, step and epoch counts back to 0."""
-        self.state: np.ndarray | None = None  # (2, P) flat state vectors
+        self.state: np.ndarray | None = None  # (`state_rows`, P) flat state vectors
         self.steps = 0  # optimizer steps taken (Adam's t)
         self.epochs = 0  # epochs trained; the schedule's epoch
         self._owner: weakref.ref | None = None
@@ -90,7 +92,7 @@ class Optimizer:
         if not callable(self.lr):
             return self.lr
         try:
-            return _check_lr(self.lr(epoch))
+            return check_lr(self.lr(epoch))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the learning-rate schedule {self.lr!r} gave a bad value for epoch {epoch}: {exc}") from None
 
@@ -104,18 +106,25 @@ class Optimizer:
 
     @property
     def fused(self) -> bool:
-        """True when the step is plain θ ← θ - ε g, fused into the gradient kernel (no gradient vector)."""
+        """True when the step is plain θ ← θ - ε g, taken by the next batch's forward as it reads W
+        (`kernels.dense_update_forward`), with no gradient vector."""
         return False
 
+    @property
+    def state_rows(self) -> int:
+        """Rows of state the kernel keeps per parameter (`kernels.optimizers.state_rows`)."""
+        return state_rows(self.code, K.hyper_parameters(**self._hyper(0.0)))  # rows never depend on ε
+
     def bind(self, params: np.ndarray) -> np.ndarray:
-        """The (2, P) state for the flat parameter vector `params`, allocated (zeros) on first use
-        or when the optimizer is used with another model, then kept."""
-        fits = self.state is not None and self.state.shape == (2, params.shape[0]) and self.state.dtype == params.dtype
+        """The (`state_rows`, P) state for the flat parameter vector `params`, allocated (zeros) on first
+        use or when the optimizer is used with another model, then kept."""
+        shape = (self.state_rows, params.shape[0])
+        fits = self.state is not None and self.state.shape == shape and self.state.dtype == params.dtype
         same_model = self._owner is not None and self._owner() is params
         unpickled = self._owner is None and self.state is not None  # pickled along with its model
         if not (fits and (same_model or unpickled)):
             self.reset()
-            self.state = np.zeros((2, params.shape[0]), dtype=params.dtype)
+            self.state = np.zeros(shape, dtype=params.dtype)
         self._owner = weakref.ref(params)
         return self.state
 
@@ -140,7 +149,8 @@ class SGD(Optimizer):
 
     ``g ← g + λθ``; ``v ← μv + g``; ``θ ← θ - ε (g + μv)`` (Nesterov) or ``θ ← θ - ε v`` (momentum)
     or ``θ ← θ - ε g`` (μ = 0; docs/derivation.md eq. 22): ``torch.optim.SGD`` with dampening 0.
-    Plain SGD (μ = 0, λ = 0) is fused into the weight-gradient kernel, so a step costs no extra pass.
+    Plain SGD (μ = 0, λ = 0) is fused into the next batch's forward (`kernels.dense_update_forward`), which
+    updates each row of W just before reading it, so a step costs no extra pass over W.
 
     Parameters
     ----------
@@ -157,13 +167,13 @@ class SGD(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = check_fraction(momentum, "momentum")
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, e.g. SGD(lr=0.05, momentum=0.9, nesterov=True)")
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
         super().__init__(lr)
 
     @property
@@ -205,9 +215,9 @@ class Adam(Optimizer):
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_check_fraction(beta1, "betas[0]"), _check_fraction(beta2, "betas[1]"))
-        self.eps = _check_non_negative(eps, "eps")
-        self.weight_decay = _check_non_negative(weight_decay, "weight_decay")
+        self.betas = (check_fraction(beta1, "betas[0]"), check_fraction(beta2, "betas[1]"))
+        self.eps = check_non_negative(eps, "eps")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
         super().__init__(lr)
 
     def _hyper(self, lr: float) -> dict:
@@ -228,35 +238,46 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-# ----------------------------------------------------------------------------- checks
-def _check_real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+class RMSprop(Optimizer):
+    """RMSprop as ``torch.optim.RMSprop`` computes it.
+
+    ``g ← g + λθ``; ``u ← αu + (1-α)g²``; ``ũ = u`` (or ``u - c²`` with ``c ← αc + (1-α)g``, centered);
+    ``d = g / (√ũ + eps)``; ``b ← μb + d``, ``θ ← θ - ε b`` (μ > 0) or ``θ ← θ - ε d``.
+
+    Parameters
+    ----------
+    lr : float or callable epoch -> float, default 0.01
+    alpha : float in [0, 1), default 0.99
+        Smoothing constant α of the running mean of g².
+    eps : float ≥ 0, default 1e-8
+    weight_decay : float ≥ 0, default 0
+        λ, added to the gradient as λθ (PyTorch's convention).
+    momentum : float in [0, 1), default 0
+    centered : bool, default False
+        Divide by an estimate of the gradient's variance, u - c², instead of its mean square u.
+    """
+
+    code = K.OPTIMIZERS["rmsprop"]
+
+    def __init__(self, lr: LearningRate = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False) -> None:
+        self.alpha = check_fraction(alpha, "alpha")
+        self.eps = check_non_negative(eps, "eps")
+        self.weight_decay = check_non_negative(weight_decay, "weight_decay")
+        self.momentum = check_fraction(momentum, "momentum")
+        if not isinstance(centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.centered = bool(centered)
+        super().__init__(lr)
+
+    def _hyper(self, lr: float) -> dict:
+        return dict(lr=lr, alpha=self.alpha, eps=self.eps, weight_decay=self.weight_decay, momentum=self.momentum,
+                    centered=self.centered)
+
+    def _settings(self) -> dict:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "centered": self.centered}
 
 
-def _check_lr(lr: float) -> float:
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (int, float, np.integer, np.floating)):
-        raise TypeError(f"lr must be a real number or a callable epoch -> lr, got {type(lr).__name__}; "
-                        "pass e.g. lr=0.01")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be finite and > 0, got {lr}; pass e.g. lr=0.01")
-    return lr
-
-
-def _check_fraction(value, name: str) -> float:
-    value = _check_real(value, name)
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must lie in [0, 1), got {value}")
-    return value
-
-
-def _check_non_negative(value, name: str) -> float:
-    value = _check_real(value, name)
-    if value < 0:
-        raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return value
+#: name -> optimizer class (the names of `kernels.OPTIMIZERS`); the CLI's --optimizer reads it
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.__name__.lower(): cls for cls in (SGD, Adam, AdamW, RMSprop)}

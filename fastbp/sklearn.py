@@ -61,6 +61,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from . import kernels as K
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
 from .validation import check_sample_weight
@@ -71,7 +72,9 @@ except ImportError:  # pragma: no cover
     def validate_data(estimator, X, y="no_validation", reset=True, **kwargs):
         return estimator._validate_data(X, y, reset=reset, **kwargs)
 
-_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+#: scikit-learn's activation names -> fastbp's: its "logistic" is the sigmoid; every other registered activation
+#: (`fastbp.kernels.REGISTRY`) keeps its own name
+_ACTIVATIONS = {"logistic": "sigmoid", **{name: name for name in K.ACTIVATIONS if name != "sigmoid"}}
 
 
 class _BaseMLP(BaseEstimator):
@@ -369,7 +372,8 @@ _PARAMETERS = """
     Parameters
     ----------
     hidden_layer_sizes : int or tuple of int, default (100,)
-    activation : {"relu", "tanh", "logistic", "identity"}, default "relu"
+    activation : str, default "relu"
+        "relu", "tanh", "logistic", "identity", or another name in `fastbp.kernels.REGISTRY` (e.g. "gelu")
     solver : {"adam", "sgd", "lbfgs"}, default "adam"
         "lbfgs" is scipy's L-BFGS-B on the full-batch loss and gradient (fastbp's compiled kernels).
     alpha : float, default 1e-4

@@ -20,7 +20,7 @@ import numpy as np
 
 from .buffers import copy_on_a_line
 from .kernels.checks import all_finite
-from .threading import parallel_section
+from .parallel import parallel_section
 
 #: the outputs whose targets are probabilities or 0/1 labels
 _PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
@@ -52,6 +52,51 @@ def check_positive_real(value, name: str, example: str = "0.01") -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value}; pass e.g. {name}={example}")
     return value
+
+
+def check_real(value, name: str) -> float:
+    """`value` as a finite float, or a TypeError (not a real number; bool is not) / ValueError naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_non_negative(value, name: str) -> float:
+    """`value` as a finite float ≥ 0, or a TypeError/ValueError naming `name`."""
+    value = check_real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be ≥ 0, got {value}")
+    return value
+
+
+def check_positive(value, name: str) -> float:
+    """`value` as a finite float > 0, or a TypeError/ValueError naming `name`."""
+    value = check_real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_fraction(value, name: str) -> float:
+    """`value` as a float in [0, 1) (a momentum, a decay rate), or a TypeError/ValueError naming `name`."""
+    value = check_real(value, name)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return value
+
+
+def check_lr(lr) -> float:
+    """A fixed learning rate as a finite float > 0, or a TypeError/ValueError that suggests one."""
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a real number or a callable epoch -> lr, got {type(lr).__name__}; "
+                        "pass e.g. lr=0.01")
+    lr = float(lr)
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be finite and > 0, got {lr}; pass e.g. lr=0.01")
+    return lr
 
 
 # ----------------------------------------------------------------------------- arrays

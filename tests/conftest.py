@@ -3,7 +3,7 @@ import pytest
 
 import fastbp
 
-ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]
+ACTIVATIONS = list(fastbp.kernels.REGISTRY)  # every registered activation
 OUTPUTS = ["softmax", "sigmoid", "identity"]
 
 

@@ -49,7 +49,7 @@ def test_first_run_says_that_it_compiles(capsys, monkeypatch):
         monkeypatch.setattr(fastbp.cli, "has_compiled", lambda kernel: compiled)
         assert main(["train", "--quiet", "--epochs", "1"]) == 0
         out = capsys.readouterr().out
-        assert ("compiling the kernels" in out) is not compiled
+        assert ("compiling kernels (first run on this machine)" in out) is not compiled
         assert ("including compilation" in out) is not compiled
 
 
@@ -63,3 +63,14 @@ def test_has_compiled_reads_numbas_cache_index(tmp_path, monkeypatch):
     assert twice(3) == 6
     assert has_compiled(twice)
     assert not has_compiled(lambda x: x)  # not a cached dispatcher
+
+
+def test_train_through_a_pipe_prints_plain_lines():
+    """stdout not a terminal: one plain line per epoch, no progress bar and no carriage return anywhere."""
+    proc = subprocess.run([sys.executable, "-m", "fastbp.cli", "train", "--epochs", "3", "--hidden", "16",
+                           "--batch-size", "32"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout and "\r" not in proc.stderr
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert "test accuracy" in proc.stdout.splitlines()[-1]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.threading import THREAD_SAFE_LAYERS, active_layer, is_thread_safe, layer_loads
+from fastbp.parallel import THREAD_SAFE_LAYERS, active_layer, is_thread_safe, layer_loads
 
 
 def _fit(seed, X, y, dtype, optimizer):
@@ -93,7 +93,7 @@ for name, (dtype, activation, output, target, optimizer) in recipes.items():
         digest = hashlib.sha256(b"".join(p.tobytes() for p in m.weights + m.biases))
         digest.update(m.predict_proba(X).tobytes())
         out[f"{name} batch {batch}"] = digest.hexdigest()
-out["layer"] = fastbp.threading.active_layer()
+out["layer"] = fastbp.parallel.active_layer()
 print(json.dumps(out))
 """
 
@@ -112,7 +112,7 @@ def test_every_optimizer_is_bit_identical_for_one_and_two_numba_threads():
 
 _WORKQUEUE_SCRIPT = """
 import threading, numpy as np, fastbp, numba
-from fastbp.threading import is_thread_safe, active_layer
+from fastbp.parallel import is_thread_safe, active_layer
 X, _, y, _ = fastbp.data.load_digits_split(seed=0)
 assert numba.config.THREADING_LAYER == "workqueue" and not is_thread_safe()  # the user's choice stands
 

@@ -98,7 +98,7 @@ def _edited(tmp_path, **changes):
     (dict(format_version=np.array(1.0)), "format_version must be an integer scalar"),
     (dict(layer_sizes=np.array([3, 0, 2])), "layer_sizes must be"),
     (dict(layer_sizes=np.array([3, 5, 2])), r"W1 has shape \(4, 3\), but layer_sizes needs \(5, 3\)"),
-    (dict(activations=np.array(["gelu"])), "activations holds 'gelu'"),
+    (dict(activations=np.array(["swish"])), "activations holds 'swish'"),
     (dict(activations=np.array(["relu", "relu"])), "activations must be a string array of shape"),
     (dict(output=np.array("softplus")), "output holds 'softplus'"),
     (dict(dtype=np.array("float16")), "dtype holds 'float16'"),

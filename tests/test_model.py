@@ -180,7 +180,7 @@ def test_regression_fits_a_smooth_function():
 def test_verbose_prints_one_line_per_epoch(capsys, digits):
     X_train, _, y_train, _ = digits
     fastbp.MLP([64, 8, 10]).fit(X_train, y_train, epochs=3, verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if "compil" not in line]  # first run
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3") and "samples/s" in lines[0]
 
 
@@ -196,7 +196,7 @@ def test_divergence_stops_and_keeps_last_finite_weights(digits):
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(layer_sizes=[5]), ValueError, "at least an input and an output"),
     (dict(layer_sizes=[5, 0, 3]), ValueError, r"layer_sizes\[1\] must be ≥ 1"),
-    (dict(layer_sizes=[5, 3], activation="gelu"), ValueError, r"unknown activation 'gelu'; choose one of \["),
+    (dict(layer_sizes=[5, 3], activation="swish"), ValueError, r"unknown activation 'swish'; choose one of \["),
     (dict(layer_sizes=[5, 3], output="softplus"), ValueError, "unknown output 'softplus'"),
     (dict(layer_sizes=[5, 4, 4, 3], activation=["relu"]), ValueError, "2 hidden layers"),
     (dict(layer_sizes=[5, 3], dtype=np.int32), TypeError, "float32 or np.float64"),

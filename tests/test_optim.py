@@ -1,7 +1,7 @@
 """Optimizers, schedules, L2 and clipping: the compiled steps against the formulas, in float64.
 
-The references below transcribe the update rules of ``torch.optim.SGD``/``Adam``/``AdamW`` (dampening 0,
-amsgrad off) and ``torch.nn.utils.clip_grad_norm_`` as PyTorch documents them.
+The references below transcribe the update rules of ``torch.optim.SGD``/``Adam``/``AdamW``/``RMSprop``
+(dampening 0, amsgrad off) and ``torch.nn.utils.clip_grad_norm_`` as PyTorch documents them.
 """
 import math
 
@@ -33,7 +33,26 @@ def adam_reference(theta, g, m, u, t, lr, betas=(0.9, 0.999), eps=1e-8, weight_d
     return theta - lr / (1 - betas[0] ** t) * m / denom
 
 
+def rmsprop_reference(theta, g, state, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    """PyTorch's documented RMSprop algorithm; state rows as the kernel keeps them: v, then b (μ > 0), then g_ave."""
+    v, b, g_ave = state[0], state[1] if momentum else None, state[-1] if centered else None
+    if weight_decay:
+        g = g + weight_decay * theta
+    v[...] = alpha * v + (1 - alpha) * g * g
+    v_tilde = v
+    if centered:
+        g_ave[...] = g_ave * alpha + (1 - alpha) * g
+        v_tilde = v_tilde - g_ave ** 2
+    if momentum > 0:
+        b[...] = momentum * b + g / (np.sqrt(v_tilde) + eps)
+        return theta - lr * b
+    return theta - lr * g / (np.sqrt(v_tilde) + eps)
+
+
 def reference_step(optimizer, theta, g, state, t):
+    if isinstance(optimizer, fastbp.RMSprop):
+        return rmsprop_reference(theta, g, state, optimizer.lr, optimizer.alpha, optimizer.eps, optimizer.weight_decay,
+                                 optimizer.momentum, optimizer.centered)
     if isinstance(optimizer, fastbp.Adam):
         return adam_reference(theta, g, state[0], state[1], t, optimizer.lr, optimizer.betas, optimizer.eps,
                               optimizer.weight_decay, isinstance(optimizer, fastbp.AdamW))
@@ -51,6 +70,11 @@ OPTIMIZERS = [
     fastbp.Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
     fastbp.AdamW(lr=0.01),
     fastbp.AdamW(lr=0.02, betas=(0.5, 0.9), weight_decay=0.3),
+    fastbp.RMSprop(lr=0.01),
+    fastbp.RMSprop(lr=0.005, alpha=0.9, eps=1e-6, weight_decay=0.1),
+    fastbp.RMSprop(lr=0.005, momentum=0.8),
+    fastbp.RMSprop(lr=0.002, alpha=0.95, centered=True),
+    fastbp.RMSprop(lr=0.002, momentum=0.5, centered=True, weight_decay=0.01),
 ]
 
 
@@ -60,8 +84,8 @@ OPTIMIZERS = [
 def test_step_kernel_matches_the_formula_over_many_steps(optimizer, P):
     rng = np.random.default_rng(0)
     theta = rng.normal(size=P)
-    params, state = theta.copy(), np.zeros((2, P))
-    ref_state = np.zeros((2, P))
+    params, state = theta.copy(), np.zeros((optimizer.state_rows, P))
+    ref_state = np.zeros((optimizer.state_rows, P))
     hyper = optimizer.hyper(0)
     for t in range(1, 31):
         g = rng.normal(size=P)
@@ -85,7 +109,7 @@ def test_fit_takes_the_reference_steps(optimizer):
     X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
     model = fastbp.MLP([5, 7, 3], activation="tanh", dtype=np.float64, seed=0)
     reference = fastbp.MLP([5, 7, 3], activation="tanh", dtype=np.float64, seed=0)
-    state = np.zeros((2, reference._params.size))
+    state = np.zeros((optimizer.state_rows, reference._params.size))
     for t in range(1, 6):
         reference._params[...] = reference_step(optimizer, reference._params, _flat_grads(reference, X, y), state, t)
     fresh = type(optimizer)(**optimizer._settings())
@@ -259,3 +283,35 @@ def test_bad_regularisation_arguments_leave_the_model_unchanged(kwargs, error, m
     with pytest.raises(error, match=match):
         model.fit(np.zeros((4, 3)), [0, 1, 0, 1], verbose=0, **kwargs)
     np.testing.assert_array_equal(model._params, before)
+
+
+def test_rmsprop_first_step_by_hand():
+    """One step from zero state: u = (1-α)g², so θ moves by ε g / (√(1-α)|g| + eps) ≈ ε sign(g) / √(1-α)."""
+    theta, g = np.array([1.0, -2.0, 0.5]), np.array([0.3, -4.0, 0.0])
+    params, state = theta.copy(), np.zeros((1, 3))
+    optimizer = fastbp.RMSprop(lr=0.01, alpha=0.99, eps=1e-8)
+    K.optimizer_step(optimizer.code, params, g.copy(), state, optimizer.hyper(0), 1)
+    np.testing.assert_allclose(state[0], 0.01 * g * g, rtol=1e-14)
+    np.testing.assert_allclose(params, theta - 0.01 * g / (np.sqrt(0.01) * np.abs(g) + 1e-8), rtol=1e-14)
+    assert params[2] == theta[2]  # a zero gradient leaves its parameter alone
+
+
+@pytest.mark.parametrize("optimizer,rows", [(fastbp.SGD(), 1), (fastbp.SGD(momentum=0.9), 1), (fastbp.Adam(), 2),
+                                            (fastbp.AdamW(), 2), (fastbp.RMSprop(), 1),
+                                            (fastbp.RMSprop(momentum=0.9), 2), (fastbp.RMSprop(centered=True), 2),
+                                            (fastbp.RMSprop(momentum=0.9, centered=True), 3)], ids=repr)
+def test_state_rows_fit_the_optimizer(optimizer, rows):
+    assert optimizer.state_rows == rows
+    assert optimizer.bind(np.zeros(7, np.float32)).shape == (rows, 7)
+
+
+def test_rmsprop_trains_from_the_command_line_name():
+    from fastbp.cli import OPTIMIZERS as CLI_OPTIMIZERS
+    from fastbp.optim import OPTIMIZERS as CLASSES
+
+    assert CLASSES["rmsprop"] is fastbp.RMSprop and isinstance(CLI_OPTIMIZERS["rmsprop"](0.01), fastbp.RMSprop)
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(64, 6)), rng.integers(0, 3, 64)
+    model = fastbp.MLP([6, 8, 3], dtype=np.float32, seed=0)
+    history = model.fit(X, y, epochs=15, batch_size=16, optimizer=fastbp.RMSprop(lr=0.01), verbose=0)
+    assert history["loss"][-1] < 0.8 * history["loss"][0]

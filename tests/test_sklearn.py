@@ -170,7 +170,7 @@ def test_pickle_round_trip(small_digits):
     (dict(learning_rate="optimal"), "learning_rate must be 'constant', 'invscaling' or 'adaptive'"),
     (dict(n_iter_no_change=0), "n_iter_no_change must be a positive integer or np.inf"),
     (dict(dtype=np.int32), "dtype must be np.float32, np.float64 or None"),
-    (dict(activation="gelu"), "activation must be one of"),
+    (dict(activation="swish"), "activation must be one of"),
     (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes must hold positive integers"),
     (dict(batch_size=0), "batch_size must be 'auto' or a positive integer"),
     (dict(max_iter=0), "max_iter must be a positive integer"),

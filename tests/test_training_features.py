@@ -1,4 +1,7 @@
 """MLP.fit's training features: validation, early stopping, callbacks, progress output, partial_fit."""
+import io
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -122,14 +125,26 @@ def test_callback_can_stop_training(data):
     assert len(history["loss"]) == 3 and seen == [(1, 1, True), (2, 2, True), (3, 3, True)]
 
 
-def test_progress_bar_and_lines(capsys, data):
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_in_a_terminal_lines_elsewhere(capsys, monkeypatch, data):
     X, X_val, y, y_val = data
     model = fastbp.MLP([64, 8, 10], seed=0)
-    model.fit(X, y, epochs=2, validation_data=(X_val, y_val), verbose=1)
+    model.fit(X, y, epochs=2, validation_data=(X_val, y_val), verbose=1)  # stdout is not a terminal here
     out, err = capsys.readouterr()
-    lines = out.strip().splitlines()
+    lines = [line for line in out.strip().splitlines() if "compil" not in line]  # the first run compiles
     assert len(lines) == 2 and lines[1].startswith("epoch 2/2") and "val accuracy" in lines[1]
-    assert "samples/s" in err and "loss=" in err and "accuracy=" in err  # the tqdm bar's postfix
+    assert "\r" not in out and err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    model.fit(X, y, epochs=2, validation_data=(X_val, y_val), verbose=1)
+    shown = terminal.getvalue()
+    assert "samples/s" in shown and "loss=" in shown and "accuracy=" in shown  # the tqdm bar's postfix
+    assert "2/2" in shown and "epoch 1/2" not in shown  # the bar alone, no lines
+    monkeypatch.undo()
     model.fit(X, y, epochs=2, verbose=2)
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == 2 and err == ""
@@ -193,3 +208,27 @@ def test_pickled_model_keeps_weights_as_views_and_continues_training(data):
     clone.fit(X, y, epochs=1, verbose=0)  # continues with its copy of the Adam state
     np.testing.assert_array_equal(clone._params, model._params)
     np.testing.assert_array_equal(clone.weights[1], model.weights[1])
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_says_that_the_first_epoch_compiles(terminal, monkeypatch):
+    """While the first epoch compiles: the notice with the seconds elapsed and no ETA, then the epochs."""
+    from fastbp.model import COMPILING, _Progress
+
+    stream = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr("sys.stdout", stream)
+    history = {"loss": [0.5], "samples_per_second": [1000.0]}
+    with _Progress(1, 3, compiling=True) as progress:
+        time.sleep(1.3)  # the clock ticks every second in a terminal
+        for epoch in (1, 2, 3):
+            progress.update(epoch, history)
+    shown = stream.getvalue()
+    if terminal:
+        compiling = [part for part in shown.split("\r") if COMPILING in part]  # the clock's redraws
+        assert any("00:01" in part for part in compiling) and all("<" not in part for part in compiling)  # no ETA
+        assert "3/3" in shown and "epoch 1/3" not in shown
+    else:
+        assert "\r" not in shown
+        lines = shown.splitlines()
+        assert lines[0] == COMPILING and lines[1].startswith("kernels compiled (") and "s with epoch 1)" in lines[1]
+        assert [line.split()[1] for line in lines[2:]] == ["1/3", "2/3", "3/3"]

@@ -150,7 +150,7 @@ def test_bad_fit_hyperparameters_are_refused(kwargs, error, match):
     (dict(layer_sizes=[5, 2.0, 3]), TypeError, r"layer_sizes\[1\] must be an integer, got float"),
     (dict(layer_sizes=7), TypeError, "layer_sizes must be a list of ints"),
     (dict(layer_sizes=[5, 4, 3], activation=["swish"]), ValueError,
-     r"unknown activation 'swish'; choose one of \['identity', 'relu', 'sigmoid', 'tanh'\]"),
+     r"unknown activation 'swish'; choose one of \['gelu', 'identity', 'relu', 'sigmoid', 'tanh'\]"),
     (dict(layer_sizes=[5, 3], output="softmx"), ValueError,
      r"unknown output 'softmx'; choose one of \['identity', 'poisson', 'sigmoid', 'softmax'\]"),
     (dict(layer_sizes=[5, 3], dtype=np.float16), TypeError, "dtype must be np.float32 or np.float64, got float16"),
@@ -285,7 +285,7 @@ def test_cli_bad_values_exit_2_with_the_reason(capsys, args, message):
     assert code == 2 and re.search(message, err), err
 
 
-@pytest.mark.parametrize("args", [["--hidden", "ten"], ["--activation", "gelu"], ["--dtype", "float16"],
+@pytest.mark.parametrize("args", [["--hidden", "ten"], ["--activation", "swish"], ["--dtype", "float16"],
                                   ["--epochs", "1.5"]])
 def test_cli_malformed_options_exit_2_through_argparse(capsys, args):
     code, err = _run_cli(capsys, args)

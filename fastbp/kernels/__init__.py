@@ -1,17 +1,20 @@
 """Compiled kernels of fastbp: explicit loop nests in the notation of docs/notation.md.
 
-- `activations`: f and f' (relu, tanh, sigmoid, identity), one table selected by a code
+- `activations`: the registry of activations: f and f' (relu, tanh, sigmoid, identity, GELU), selected by a code
 - `checks`: the finiteness check on every input value (NaN, ±inf), before any other kernel runs
 - `dense`: the dense layer's forward, backward-δ and weight-gradient kernels, and the SGD step fused into the forward
 - `losses`: output layers fused with their losses (softmax/CE, sigmoid/BCE, identity/½SE)
 - `optimizers`: SGD (momentum, Nesterov), Adam and AdamW steps, L2 penalty and gradient-norm clipping
 - `training`: one step and the loops over an epoch's mini-batches (plain SGD: each step taken by the next forward)
+- `reference`: the readable twins of the dense and loss kernels, plain loop nests in the index notation
 """
 from .cache import configure_cache
 
 configure_cache()  # before any kernel module is imported: their dispatchers pick the cache dir up
 
-from .activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH, activate, derivative
+from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, TANH, Activation, activate,
+                          derivative, glorot_uniform, he_normal)
+from . import reference  # noqa: F401  the readable twins (compiled on first use)
 from .checks import all_finite
 from .dense import (bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
@@ -49,7 +52,8 @@ from .training import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative", "all_finite",
+    "ACTIVATIONS", "GELU", "IDENTITY", "REGISTRY", "RELU", "SIGMOID", "TANH", "Activation", "activate", "derivative",
+    "glorot_uniform", "he_normal", "all_finite",
     "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial", "dense_update_forward",
     "dense_weight_gradient",
     "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",

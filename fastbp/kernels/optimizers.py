@@ -2,17 +2,19 @@
 
 Every step reads the flat gradient g = ∂E/∂θ of a batch (θ = W^1, b^1, W^2, b^2, ..., the layout of
 `training.param_offsets`) and updates θ in place, element by element. The rules are PyTorch's
-(``torch.optim.SGD``, ``Adam``, ``AdamW``; dampening 0, amsgrad off), with λ the weight decay:
+(``torch.optim.SGD``, ``Adam``, ``AdamW``, ``RMSprop``; dampening 0, amsgrad off), with λ the weight decay:
 
 | code   | update of one element θ (state: v; m, u)                                             |
 |--------|--------------------------------------------------------------------------------------|
 | SGD    | g ← g + λθ;  v ← μv + g;  d = g + μv (Nesterov) or v (classical, μ > 0) or g;  θ ← θ - ε d |
 | ADAM   | g ← g + λθ;  m ← β₁m + (1-β₁)g;  u ← β₂u + (1-β₂)g²;  θ ← θ - ε/(1-β₁ᵗ) · m / (√u/√(1-β₂ᵗ) + eps) |
 | ADAMW  | θ ← θ(1 - ελ);  then the ADAM step with λ = 0                                         |
+| RMSPROP| g ← g + λθ;  u ← αu + (1-α)g²;  c ← αc + (1-α)g, ũ = u - c² (centered) or u;  d = g / (√ũ + eps); b ← μb + d, d = b (μ > 0);  θ ← θ - ε d |
 
-`hyper` holds the hyper-parameters at the indices below; `state` is (2, P): the velocity v of SGD
-(row 0), or the moments m (row 0) and u (row 1) of Adam, zero before the first step; `t` is the
-step number, 1 for the first step. Alongside: the L2 penalty of scikit-learn's MLP and PyTorch's
+`hyper` holds the hyper-parameters at the indices below; `state` holds the rows each optimizer
+keeps (`STATE_ROWS`), zero before the first step: SGD the velocity v; Adam the moments m and u;
+RMSprop the mean square u, then the momentum buffer b (μ > 0), then the mean gradient c
+(centered). `t` is the step number, 1 for the first step. Alongside: the L2 penalty of scikit-learn's MLP and PyTorch's
 gradient-norm clipping, both one pass over the flat vectors, summed in a fixed order.
 """
 import math
@@ -22,24 +24,37 @@ from numba import prange
 
 from .common import FASTMATH, PARALLEL_WORK, cast_like, njit, unsigned_range
 
-SGD, ADAM, ADAMW = 0, 1, 2
+SGD, ADAM, ADAMW, RMSPROP = 0, 1, 2, 3
 
-#: optimizer name -> code; the Python side of the table
-OPTIMIZERS = {"sgd": SGD, "adam": ADAM, "adamw": ADAMW}
+#: optimizer name -> code; the Python side of the table (`fastbp.optim` classes look their code up here)
+OPTIMIZERS = {"sgd": SGD, "adam": ADAM, "adamw": ADAMW, "rmsprop": RMSPROP}
 
 # indices into the hyper-parameter vector `hyper`
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, L2, MAX_NORM = range(9)
-N_HYPER = 9
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, L2, MAX_NORM, ALPHA, CENTERED = range(11)
+N_HYPER = 11
 
 
 def hyper_parameters(lr: float = 0.0, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                      beta1: float = 0.0, beta2: float = 0.0, eps: float = 0.0, l2: float = 0.0,
-                     max_norm: float = 0.0) -> np.ndarray:
-    """The float64 vector `hyper` read by the kernels of this module (0 switches a feature off)."""
+                     max_norm: float = 0.0, alpha: float = 0.0, centered: bool = False) -> np.ndarray:
+    """The float64 vector `hyper` read by the kernels of this module (0 switches a feature off).
+    `alpha` is RMSprop's smoothing constant (PyTorch's name), not the L2 coefficient `l2`."""
     hyper = np.zeros(N_HYPER)
-    hyper[[LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, L2, MAX_NORM]] = (
-        lr, momentum, float(nesterov), weight_decay, beta1, beta2, eps, l2, max_norm)
+    hyper[[LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, L2, MAX_NORM, ALPHA, CENTERED]] = (
+        lr, momentum, float(nesterov), weight_decay, beta1, beta2, eps, l2, max_norm, alpha, float(centered))
     return hyper
+
+
+def state_rows(code: int, hyper: np.ndarray) -> int:
+    """Rows of `state` that the optimizer `code` keeps with these hyper-parameters (at least 1, so that
+    every optimizer passes an array of one type)."""
+    if code == SGD:
+        return 1  # v (read only when μ > 0)
+    if code == ADAM or code == ADAMW:
+        return 2  # m, u
+    if code == RMSPROP:
+        return 1 + (hyper[MOMENTUM] != 0) + (hyper[CENTERED] != 0)  # u, then b, then c
+    raise ValueError(f"unknown optimizer code {code}")
 
 
 # The steps are elementwise and run in blocks of BLOCK elements, one task each (serial below
@@ -118,18 +133,65 @@ def _adam_block(params, grads, m, u, step_size, root_correction, b1, b2, c1, c2,
         params[p] = theta - step_size * m[p] / (math.sqrt(u[p]) / root_correction + eps)
 
 
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
+def rmsprop_step(params, grads, square_avg, buf, grad_avg, lr, alpha, eps, weight_decay, momentum, centered):
+    """One RMSprop step, as ``torch.optim.RMSprop`` computes it (Hinton's lecture 6e; Graves 2013 centered).
+
+    g ← g + λθ;  u ← αu + (1-α)g²;  c ← αc + (1-α)g, ũ = u - c² (centered) or ũ = u;
+    d = g / (√ũ + eps);  b ← μb + d, θ ← θ - ε b (μ > 0) or θ ← θ - ε d.
+    params, grads, square_avg (u), buf (b, used when μ > 0), grad_avg (c, used when centered): (P,) flat
+    vectors, the state zero before the first step. Parallel over blocks of elements; error_model="numpy"
+    lets the division vectorise, as in `adam_step`.
+    """
+    lr_, a, eps_, wd = cast_like(params, lr), cast_like(params, alpha), cast_like(params, eps), cast_like(params, weight_decay)
+    c, mu = cast_like(params, 1.0 - alpha), cast_like(params, momentum)
+    n_blocks = (params.shape[0] + BLOCK - 1) // BLOCK
+    if params.shape[0] < PARALLEL_WORK:
+        for i in range(n_blocks):
+            _rmsprop_block(params, grads, square_avg, buf, grad_avg, lr_, a, c, eps_, wd, mu, centered, i)
+    else:
+        for i in prange(n_blocks):
+            _rmsprop_block(params, grads, square_avg, buf, grad_avg, lr_, a, c, eps_, wd, mu, centered, i)
+
+
+@njit(inline="always", fastmath=FASTMATH, error_model="numpy", cache=True)
+def _rmsprop_block(params, grads, square_avg, buf, grad_avg, lr, a, c, eps, wd, mu, centered, i):
+    for p in _block(params, i):
+        g = grads[p] + wd * params[p]
+        u = a * square_avg[p] + c * g * g
+        square_avg[p] = u
+        if centered:
+            m = a * grad_avg[p] + c * g
+            grad_avg[p] = m
+            u = u - m * m
+        d = g / (math.sqrt(u) + eps)
+        if mu != 0:
+            d = mu * buf[p] + d
+            buf[p] = d
+        params[p] -= lr * d
+
+
 @njit(parallel=True, cache=True)
 def optimizer_step(code, params, grads, state, hyper, t):
-    """θ ← step(θ, g) for the optimizer `code` (SGD, ADAM, ADAMW) at step number t ≥ 1.
+    """θ ← step(θ, g) for the optimizer `code` (SGD, ADAM, ADAMW, RMSPROP) at step number t ≥ 1.
 
-    params, grads: (P,) · state: (2, P) · hyper: (N_HYPER,) float64, indexed by LR, MOMENTUM, ...
+    params, grads: (P,) · state: (`state_rows(code, hyper)`, P) or more rows · hyper: (N_HYPER,) float64, indexed by LR, MOMENTUM, ...
     parallel=True with no loop of its own: it calls parallel kernels (see `training`).
     """
     if code == SGD:
         sgd_step(params, grads, state[0], hyper[LR], hyper[MOMENTUM], hyper[NESTEROV] != 0, hyper[WEIGHT_DECAY])
-    else:
+    elif code == ADAM or code == ADAMW:
         adam_step(params, grads, state[0], state[1], hyper[LR], hyper[BETA1], hyper[BETA2], hyper[EPS],
                   hyper[WEIGHT_DECAY], code == ADAMW, t)
+    elif code == RMSPROP:
+        momentum, centered = hyper[MOMENTUM] != 0, hyper[CENTERED] != 0
+        # rows u, b (μ > 0), c (centered); a row the step does not use is passed as u and never touched
+        buf = state[1] if momentum else state[0]
+        grad_avg = state[state.shape[0] - 1] if centered else state[0]
+        rmsprop_step(params, grads, state[0], buf, grad_avg, hyper[LR], hyper[ALPHA], hyper[EPS],
+                     hyper[WEIGHT_DECAY], hyper[MOMENTUM], centered)
+    else:
+        raise ValueError("unknown optimizer code")
 
 
 @njit(fastmath=FASTMATH, cache=True)

@@ -2,6 +2,7 @@
 
 The network lives in flat arrays so that a kernel takes only arrays and integers:
 - `sizes` (L+1,): n_0 .. n_L; `codes` (L,): the activation code of layers 1..L-1, then the loss code;
+  a hidden layer whose f' needs z (`activations.is_from_z`, e.g. GELU) keeps z^l in the workspace;
 - `params`: W^1, b^1, W^2, b^2, ... each row-major, one after the other (`param_offsets`);
 - `work`: every per-batch buffer for a batch capacity B (`workspace_offsets`), allocated once per fit.
   A batch of S ≤ B rows uses the first S rows of each buffer, so both offset tables (`poff`, `woff`)
@@ -13,7 +14,7 @@ import numpy as np
 from numba import prange
 from numba.core.errors import NumbaPerformanceWarning
 
-from .activations import IDENTITY
+from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
 from .common import PARALLEL_WORK, njit, task_range
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
@@ -29,8 +30,8 @@ warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
                         message=r"(?s)\s*The keyword argument 'parallel=True'"
                                 r".*fastbp.kernels.(training|optimizers|dense)\.py")
 
-# columns of the workspace offset table: a^l and δ^l
-A_, D_ = 0, 1
+# columns of the workspace offset table: a^l and δ^l; z^l of hidden layers (kept for `from_z` activations)
+A_, D_, Z_ = 0, 1, 2
 #: elements per 64-byte cache line of float32 (two lines of float64; `fastbp.buffers.LINE_BYTES`). In a
 #: workspace that starts on a line, every buffer does, and so do their rows when n_l is a multiple of
 #: 16 (784, 256, 128): then no vector load or store of a row sum straddles two lines
@@ -54,10 +55,11 @@ def param_offsets(sizes):
 
 @njit(cache=True)
 def workspace_offsets(sizes, B):
-    """(L+2, 3) offsets of a^l (column 0) and δ^l (column 1), l = 0..L, for a batch capacity B:
-    each a (B, n_l) buffer, of which a batch of S ≤ B rows uses the first S.
+    """(L+2, 3) offsets of a^l (column 0) and δ^l (column 1), l = 0..L, and z^l (column 2), l = 1..L-1, for a
+    batch capacity B: each a (B, n_l) buffer, of which a batch of S ≤ B rows uses the first S.
 
     Row L+1 holds the targets t (column 0), the per-sample losses (column 1) and the total size (column 2).
+    The z^l buffers come last, so that the others lie where they did before there were any.
     Every buffer, and the total, starts on a multiple of LINE elements: in a workspace whose data starts
     on a cache line (`MLP._workspace`), so does every buffer.
     """
@@ -71,7 +73,11 @@ def workspace_offsets(sizes, B):
     offsets[L + 1, 0] = off
     off = _line_up(off + B * sizes[L])
     offsets[L + 1, 1] = off
-    offsets[L + 1, 2] = _line_up(off + B)
+    off = _line_up(off + B)
+    for l in range(1, L):
+        offsets[l, Z_] = off
+        off = _line_up(off + B * sizes[l])
+    offsets[L + 1, 2] = off
     return offsets
 
 
@@ -151,9 +157,19 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S):
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _mat(work, woff[l, A_], S, sizes[l])
-        dense(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        code = codes[l - 1] if l < L else IDENTITY
+        dense(A_in, W, b, dense_code(code), A_out)
+        _keep_z(code, A_out, work, woff, sizes, l, S)
         A_in = A_out
     return _mat(work, woff[L, A_], S, sizes[L])
+
+
+@njit(inline="always", cache=True)
+def _keep_z(code, A_out, work, woff, sizes, l, S):
+    """For a layer whose f' needs z (`is_from_z`): z^l, left in A_out by the dense kernel run as identity,
+    kept in the workspace, and a^l = f(z^l) written over it."""
+    if is_from_z(code):
+        keep_z_and_activate(code, A_out, _mat(work, woff[l, Z_], S, sizes[l]))
 
 
 @njit(parallel=True, cache=True)
@@ -233,7 +249,10 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
         D = _mat(work, woff[l, D_], S, sizes[l])
         A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
         if l > 1:
-            dense_backward(D, W, A_in, codes[l - 2], _mat(work, woff[l - 1, D_], S, sizes[l - 1]))
+            D_in = _mat(work, woff[l - 1, D_], S, sizes[l - 1])
+            dense_backward(D, W, A_in, dense_code(codes[l - 2]), D_in)
+            if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
+                multiply_derivative_z(codes[l - 2], _mat(work, woff[l - 1, Z_], S, sizes[l - 1]), D_in)
         if weights:
             dense_weight_gradient(D, A_in, alpha, beta, G)
         bias_gradient(D, alpha, beta, g)
@@ -259,7 +278,9 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         D_prev = _mat(work_prev, woff[l, D_], S_prev, sizes[l])
         A_prev = _mat(work_prev, woff[l - 1, A_], S_prev, sizes[l - 1]) if l > 1 else A0_prev
         A_out = _mat(work, woff[l, A_], S, sizes[l])
-        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        code = codes[l - 1] if l < L else IDENTITY
+        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out)
+        _keep_z(code, A_out, work, woff, sizes, l, S)
         A_in = A_out
 
 
