@@ -7,9 +7,9 @@
 - `optimizers`: SGD (momentum, Nesterov), Adam and AdamW steps, L2 penalty and gradient-norm clipping
 - `training`: one step and the loops over an epoch's mini-batches (plain SGD: each step taken by the next forward)
 """
-from .cache import configure_cache
+from .cache import attach_caches, configure_cache
 
-configure_cache()  # before any kernel module is imported: their dispatchers pick the cache dir up
+configure_cache()  # before any kernel module is imported: their dispatchers' caches are attached below
 
 from .activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH, activate, derivative
 from .checks import all_finite
@@ -45,6 +45,8 @@ from .training import (
     train_epoch_optimizer,
     workspace_offsets,
 )
+
+attach_caches()  # after every kernel module: each kernel gets fastbp's checked cache (kernels/cache.py)
 
 __all__ = [
     "ACTIVATIONS", "IDENTITY", "RELU", "SIGMOID", "TANH", "activate", "derivative", "all_finite",
