@@ -53,7 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and the split")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    build = commands.add_parser("compile", help="compile the kernels into the cache ahead of time (docs/compile-cache.md)")
+    build.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32"])
+    build.add_argument("--activations", nargs="+", choices=sorted(ACTIVATIONS), default=["relu"])
+    build.add_argument("--optimizers", nargs="+", choices=["sgd", "momentum", "adam", "adamw"], default=["sgd"])
+    build.add_argument("--workers", type=_positive_int, default=1, help="processes compiling at once (default: 1)")
+    build.add_argument("--all", action="store_true", help="every dtype, activation and optimizer")
     return parser
+
+
+def compile_kernels(args: argparse.Namespace) -> int:
+    from . import prebuild
+    if args.all:
+        args.dtypes, args.activations, args.optimizers = prebuild.DTYPE_NAMES, sorted(ACTIVATIONS), prebuild.OPTIMIZER_NAMES
+    done = prebuild.compile(args.dtypes, args.activations, args.optimizers, workers=args.workers)
+    where = done["directory"] or "memory only (no safe cache directory: nothing was kept)"
+    kernels = sorted({name for names in done["compiled"].values() for name in names})
+    print(f"fastbp: {len(kernels)} kernels compiled in {done['seconds']:.1f} s; cache: {where}")
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:
@@ -67,6 +84,9 @@ def train(args: argparse.Namespace) -> int:
     compiles = not has_compiled(train_epoch if optimizer.fused else train_epoch_optimizer)
     if compiles:
         print("fastbp: compiling the kernels, once for this machine and fastbp version (about half a minute)")
+        if optimizer.fused:  # a second process compiles the loss, backward pass and prediction kernels meanwhile
+            from .prebuild import compile_beside
+            compile_beside(dtype)
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                         seed=args.seed, verbose=0 if args.quiet else 1)
@@ -83,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a bad option: argparse has printed why
         return int(exit_.code or 0)
     try:
-        return train(args)
+        return compile_kernels(args) if args.command == "compile" else train(args)
     except (ValueError, TypeError) as exc:
         print(f"fastbp: error: {exc}", file=sys.stderr)
         return 2

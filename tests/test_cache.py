@@ -257,3 +257,26 @@ def test_a_real_kernel_heals_too(tmp_path, monkeypatch):
     with pytest.warns(kcache.CacheWarning, match="damaged"):
         assert not kernel(x)
     assert fresh()(np.ones(3)) and not fresh()(np.array([np.inf]))
+
+
+def test_compile_checks_its_arguments():
+    from fastbp import prebuild
+    jobs = prebuild.plan(["float32", "float64"], ["relu", "tanh"], ["sgd", "adam"])
+    assert [str(j) for j in jobs] == ["float32 sgd + predict", "float32 adam", "float64 sgd + predict", "float64 adam"]
+    for bad in ({"dtypes": ["float16"]}, {"optimizers": ["rmsprop"]}, {"activations": []}, {"workers": 0}):
+        with pytest.raises(ValueError):
+            fastbp.compile(**{"progress": False, **bad})
+
+
+def test_the_workers_signatures_are_the_ones_a_fit_uses():
+    """`prebuild.compile_beside`'s worker compiles loss_and_backward and predict_outputs for the argument
+    types a fit passes: read them off the kernels this process compiled or loaded for its fits."""
+    from fastbp import kernels as K
+    from fastbp import prebuild
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 5), dtype=np.float32)
+    model = fastbp.MLP([5, 4, 3], seed=0)
+    model.fit(X, np.arange(40) % 3, epochs=1, batch_size=8, optimizer=fastbp.SGD(lr=0.1), verbose=0)
+    model.predict_proba(X)
+    for name, signature in prebuild._signatures_beside_train_epoch("float32"):
+        assert signature in getattr(K, name).signatures, name
