@@ -322,7 +322,8 @@ def predict_outputs(X, sizes, codes, params, work, out):
     """
     N = X.shape[0]
     L = sizes.shape[0] - 1
-    poff, woff = param_offsets(sizes), workspace_offsets(sizes, PREDICT_ROWS)
+    # np.int64: the constant itself would be typed Literal[int](64) and compile workspace_offsets a second time
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, np.int64(PREDICT_ROWS))
     size = woff[-1, 2]
     rows, n_blocks, n_runs = _row_blocks(N, work.shape[0] // size)
     for r in prange(n_runs):
