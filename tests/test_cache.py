@@ -283,3 +283,16 @@ def test_the_workers_signatures_are_the_ones_a_fit_uses():
         kernel = getattr(K, name)
         cached = {key[0] for key in kernel._cache._cache_file._load_index()} if kcache.has_compiled(kernel) else set()
         assert signature in set(kernel.signatures) | cached, name
+
+
+def test_fastbp_compile_fills_the_cache(capsys):
+    """`fastbp compile` leaves train_epoch and predict_outputs in the cache, each with the argument
+    types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py)."""
+    from fastbp import kernels as K
+    from fastbp.cli import main
+    assert main(["compile", "--dtypes", "float32", "--optimizers", "sgd", "adam"]) == 0
+    assert "kernels compiled" in capsys.readouterr().out
+    if kcache.cache_directory() is None:
+        pytest.skip("no safe cache directory on this machine: compiled in memory")
+    for kernel in (K.train_epoch, K.train_epoch_optimizer, K.predict_outputs, K.all_finite):
+        assert kcache.has_compiled(kernel), kernel.py_func.__name__
