@@ -116,7 +116,9 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
         "sgd" is the fused epoch kernel; the others (and SGD with an L2 penalty or clipping) share
         the general one, so naming one of them compiles it for all.
     workers : int, default 1
-        Processes to compile in (spawned); more than the number of jobs is pointless.
+        Processes to compile in (spawned); more than the number of jobs is pointless. As with any
+        spawned process, a script that asks for workers must call this under
+        ``if __name__ == "__main__":``.
     progress : bool, default True
         A tqdm progress bar over the jobs, naming the kernel being compiled.
 
