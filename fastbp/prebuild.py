@@ -195,15 +195,22 @@ def compile_signatures(dtype_name: str) -> list[str]:
     return done
 
 
-def compile_beside(dtype) -> "concurrent.futures.Future | None":
+def compile_beside(dtype) -> "subprocess.Popen | None":
     """When the kernels of a fit of `dtype` with plain SGD are not in the cache, start compiling part of
-    them in one spawned worker process, into the cache, while this process compiles the rest; the
-    compile locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes second load what
-    the other compiled. Returns the worker's future (None when nothing is done: cached already, no
-    cache directory, or fewer than two CPUs)."""
-    import concurrent.futures
-    import multiprocessing
+    them in one worker process, into the cache, while this process compiles the rest; the compile
+    locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes second load what the
+    other compiled. Returns the worker (None when nothing is done: cached already, no cache
+    directory, or fewer than two CPUs); it is stopped when this process exits.
+
+    The worker is a new interpreter (`subprocess`, the same isolation as multiprocessing's ``spawn``),
+    told what to compile on its command line: multiprocessing's ``spawn`` would import the caller's
+    main script again in the worker, running its top-level code (a script without an
+    ``if __name__ == "__main__"`` guard would even start workers recursively).
+    """
+    import atexit
     import os
+    import subprocess
+    import sys
 
     import numpy as np
 
@@ -212,7 +219,19 @@ def compile_beside(dtype) -> "concurrent.futures.Future | None":
 
     if cache_directory() is None or (os.cpu_count() or 1) < 2 or has_compiled(K.train_epoch):
         return None
-    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(compile_signatures, np.dtype(dtype).name)
-    pool.shutdown(wait=False)  # the worker exits when its job is done
-    return future
+    code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r})"
+    # this very fastbp, wherever it was imported from
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(_stop, worker)
+    return worker
+
+
+def _stop(worker) -> None:
+    """Stop the worker if it still runs: what it has saved stays; a file it was writing is never
+    seen half-written (Numba writes a temporary file, then renames it)."""
+    if worker.poll() is None:
+        worker.terminate()
+        worker.wait()
