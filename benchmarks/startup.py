@@ -1,22 +1,30 @@
-"""Start-up cost of fastbp: `import fastbp` and the first `fit` of a new model, each in a fresh process.
+"""Start-up cost of fastbp, each case in fresh processes with new, empty HOME and NUMBA_CACHE_DIR.
 
-- cold: NUMBA_CACHE_DIR points at a new, empty temporary directory, so every kernel the first fit
-  and predict_proba need is compiled; the compile cost is this run's time minus a warm run's.
-- warm: the same directory again, now holding the compiled kernels (the issue's target: import +
-  first fit starts training within 1.5 s).
-- default cache: without NUMBA_CACHE_DIR, fastbp's own on-disk cache, after one priming run.
+- import: `python -c "import fastbp"` (nothing is compiled at import).
+- train cold: `python -m fastbp.cli train --quiet`, from start to exit, with an empty cache: it compiles
+  every kernel the fit and the final score need.
+- train warm: the same command again, now loading those kernels from the cache.
+- compile, then train: `python -m fastbp.cli compile` into a new empty cache (its time is shown apart),
+  then the first `train` in it.
+- reference fit cold / warm: the first `fit` (one epoch on 64 rows) + `predict_proba` of the reference
+  network 784-256-128-10, float32, SGD, in one process: the time until training starts.
+- jax jit (a peer, skipped when jax is not installed): the time jax takes to import and compile
+  (`jax.jit(...).lower(...).compile()`) the same training step as `fastbp train`'s (64-128-64-10,
+  relu, softmax cross-entropy, plain SGD on a batch of 16).
 
-The first fit trains one epoch on 64 samples of the reference network (about a millisecond of
-work), so its time is the time until training starts.
+Each row gives the median wall time and the median CPU time (user + system of the process and its
+children): on a machine that others share, the CPU time is the steadier of the two.
 
-    python benchmarks/startup.py                 # 1 cold run, 3 warm runs of each kind
-    python benchmarks/startup.py --warm-runs 5 --json startup.json
+    python benchmarks/startup.py                   # 3 runs of each
+    python benchmarks/startup.py --runs 5 --json startup.json
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,108 +32,106 @@ import tempfile
 import time
 from pathlib import Path
 
-#: the target of the issue for import + first fit with a warm cache, in seconds
-WARM_TARGET_SECONDS = 1.5
+#: the issue's targets, in seconds of wall time on an idle 2-core machine
+TARGETS = {"import": 0.3, "train cold": 10.0, "train warm": 1.0, "train after compile": 2.0,
+           "reference fit cold": 12.0}
 
-#: run in a fresh interpreter; prints the timings as JSON on its last line
-CHILD = """
-import json, time
-start = time.perf_counter()
-import fastbp
-imported = time.perf_counter()
-import numpy as np
+REFERENCE_FIT = """
+import numpy as np, fastbp
 X = np.random.default_rng(0).random((64, 784), dtype=np.float32)
 y = np.arange(64) % 10
 model = fastbp.MLP([784, 256, 128, 10], activation="relu", output="softmax", dtype=np.float32, seed=0)
 model.fit(X, y, epochs=1, batch_size=16, optimizer=fastbp.SGD(lr=0.01), shuffle=False, verbose=0)
-fitted = time.perf_counter()
 model.predict_proba(X)
-predicted = time.perf_counter()
-print(json.dumps(dict(import_s=imported - start, first_fit_s=fitted - imported,
-                      import_and_fit_s=fitted - start, first_predict_s=predicted - fitted)))
+"""
+
+JAX_STEP = """
+import jax, jax.numpy as jnp
+sizes = [64, 128, 64, 10]
+key = jax.random.PRNGKey(0)
+params = [(jax.random.normal(key, (m, n), jnp.float32) * 0.1, jnp.zeros(m, jnp.float32))
+          for n, m in zip(sizes[:-1], sizes[1:])]
+def loss(params, x, y):
+    a = x
+    for W, b in params[:-1]:
+        a = jax.nn.relu(a @ W.T + b)
+    W, b = params[-1]
+    return -jnp.mean(jnp.sum(jax.nn.log_softmax(a @ W.T + b) * y, axis=1))
+def step(params, x, y):
+    grads = jax.grad(loss)(params, x, y)
+    return [(W - 0.05 * gW, b - 0.05 * gb) for (W, b), (gW, gb) in zip(params, grads)]
+x = jnp.zeros((16, 64), jnp.float32); y = jnp.zeros((16, 10), jnp.float32)
+compiled = jax.jit(step).lower(params, x, y).compile()
+jax.block_until_ready(compiled(params, x, y))
 """
 
 
-def run_child(cache_dir: str | None) -> dict:
-    """Timings of one fresh process; cache_dir None leaves NUMBA_CACHE_DIR unset (fastbp's default)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
+def timed(command: list[str], env: dict) -> tuple[float, float]:
+    """(wall s, CPU s of the child) of one process; raises RuntimeError if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=1800)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise RuntimeError(f"the start-up child process failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    timings = json.loads(done.stdout.strip().splitlines()[-1])
-    timings["process_s"] = wall
-    return timings
+        raise RuntimeError(f"{' '.join(command[:4])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def median_of(runs: list[dict]) -> dict:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+def fresh_env(root: Path) -> dict:
+    """The environment with HOME, XDG_CACHE_HOME and NUMBA_CACHE_DIR under a new directory `root`."""
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME",)}
+    env.update(HOME=str(root / "home"), NUMBA_CACHE_DIR=str(root / "numba"))
+    return env
 
 
-def measure(warm_runs: int, default_cache: bool) -> dict[str, dict | str]:
-    """{"cold": timings, "warm": median timings, ["default cache": median timings]}; a kind whose
-    process failed maps to the error message instead, and the others are still measured."""
-    results: dict[str, dict | str] = {}
+PY = [sys.executable]
+TRAIN = PY + ["-m", "fastbp.cli", "train", "--quiet"]
 
-    def attempt(name, runs):
-        try:
-            results[name] = runs()
-        except RuntimeError as error:
-            results[name] = str(error).splitlines()[0]
 
-    with tempfile.TemporaryDirectory(prefix="fastbp-startup-") as cache_dir:
-        attempt("cold", lambda: run_child(cache_dir))
-        attempt("warm", lambda: median_of([run_child(cache_dir) for _ in range(warm_runs)]))
-    if default_cache:
-        attempt("default cache", lambda: primed_median(None, warm_runs))
+def one_round() -> dict[str, tuple[float, float]]:
+    """Every case once, each in its own new cache directories."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="fastbp-startup-") as tmp:
+        tmp = Path(tmp)
+        results["import"] = timed(PY + ["-c", "import fastbp"], fresh_env(tmp / "import"))
+        env = fresh_env(tmp / "train")
+        results["train cold"] = timed(TRAIN, env)
+        results["train warm"] = timed(TRAIN, env)
+        env = fresh_env(tmp / "compile")
+        results["fastbp compile"] = timed(PY + ["-m", "fastbp.cli", "compile"], env)
+        results["train after compile"] = timed(TRAIN, env)
+        env = fresh_env(tmp / "reference")
+        results["reference fit cold"] = timed(PY + ["-c", REFERENCE_FIT], env)
+        results["reference fit warm"] = timed(PY + ["-c", REFERENCE_FIT], env)
+        if importlib.util.find_spec("jax") is not None:
+            results["jax jit (peer)"] = timed(PY + ["-c", JAX_STEP], fresh_env(tmp / "jax"))
     return results
 
 
-def primed_median(cache_dir: str | None, runs: int) -> dict:
-    """Median timings of `runs` processes after one priming run, which compiles whatever the cache lacks."""
-    run_child(cache_dir)
-    return median_of([run_child(cache_dir) for _ in range(runs)])
-
-
-def table(results: dict[str, dict | str], warm_runs: int) -> str:
-    lines = ["| cache | import fastbp s | first fit s | import + first fit s | first predict_proba s | "
-             "process s |", "|---|---:|---:|---:|---:|---:|"]
-    for name, t in results.items():
-        label = name if name == "cold" else f"{name} (median of {warm_runs})"
-        if isinstance(t, str):
-            lines.append(f"| {label} | {t} | | | | |")
-            continue
-        lines.append(f"| {label} | {t['import_s']:.2f} | {t['first_fit_s']:.2f} | {t['import_and_fit_s']:.2f} | "
-                     f"{t['first_predict_s']:.2f} | {t['process_s']:.2f} |")
-    cold, warm = results.get("cold"), results.get("warm")
-    lines.append("")
-    if isinstance(cold, dict) and isinstance(warm, dict):
-        compile_s = (cold["import_and_fit_s"] + cold["first_predict_s"]
-                     - warm["import_and_fit_s"] - warm["first_predict_s"])
-        lines.append(f"compile cost (cold − warm, import + first fit + first predict_proba): {compile_s:.1f} s")
-    if isinstance(warm, dict):
-        verdict = "met" if warm["import_and_fit_s"] <= WARM_TARGET_SECONDS else "NOT met"
-        lines.append(f"warm import + first fit: {warm['import_and_fit_s']:.2f} s; "
-                     f"target ≤ {WARM_TARGET_SECONDS} s: {verdict}")
-    lines.append("'process s' adds the interpreter's own start-up to the rest.")
+def table(rounds: list[dict]) -> str:
+    lines = [f"| case | wall s (median of {len(rounds)}) | CPU s | target (wall) |", "|---|---:|---:|---|"]
+    for case in rounds[0]:
+        wall = statistics.median(r[case][0] for r in rounds)
+        cpu = statistics.median(r[case][1] for r in rounds)
+        target = TARGETS.get(case)
+        verdict = "" if target is None else f"≤ {target} s: {'met' if wall <= target else 'NOT met'}"
+        lines.append(f"| {case} | {wall:.2f} | {cpu:.2f} | {verdict} |")
+    lines.append("\nCPU s: user + system time of the process and its children (compile workers included).")
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--warm-runs", type=int, default=3, help="warm processes per kind; the median is shown")
-    parser.add_argument("--no-default-cache", action="store_true",
-                        help="skip the runs with fastbp's own on-disk cache (they may write to it)")
-    parser.add_argument("--json", type=Path, help="write the timings as JSON")
+    parser.add_argument("--runs", "--warm-runs", type=int, default=3, help="rounds of every case; medians are shown")
+    parser.add_argument("--json", type=Path, help="write every round's (wall, CPU) timings as JSON")
     args = parser.parse_args(argv)
-    results = measure(args.warm_runs, not args.no_default_cache)
-    print(table(results, args.warm_runs))
+    rounds = [one_round() for _ in range(args.runs)]
+    print(table(rounds))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    return results
+        args.json.write_text(json.dumps(rounds, indent=1))
+    return rounds
 
 
 if __name__ == "__main__":

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over the ranks of `mpiexec -n P fastbp train --distributed` (fastbp[mpi]); "
                             "--batch-size is the global batch")
+    build = commands.add_parser("compile", help="compile the kernels into the cache ahead of time (docs/compile-cache.md)")
+    build.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32"])
+    build.add_argument("--activations", nargs="+", choices=sorted(ACTIVATIONS), default=["relu"])
+    build.add_argument("--optimizers", nargs="+", choices=["sgd", "momentum", "adam", "adamw"], default=["sgd"])
+    build.add_argument("--workers", type=_positive_int, default=1, help="processes compiling at once (default: 1)")
+    build.add_argument("--all", action="store_true", help="every dtype, activation and optimizer")
     return parser
 
 
@@ -73,6 +79,17 @@ def _world(distributed: bool):
     except ImportError:
         raise ValueError("--distributed needs mpi4py and an MPI: pip install 'fastbp[mpi]'") from None
     return MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank() == 0
+
+
+def compile_kernels(args: argparse.Namespace) -> int:
+    from . import prebuild
+    if args.all:
+        args.dtypes, args.activations, args.optimizers = prebuild.DTYPE_NAMES, sorted(ACTIVATIONS), prebuild.OPTIMIZER_NAMES
+    done = prebuild.compile(args.dtypes, args.activations, args.optimizers, workers=args.workers)
+    where = done["directory"] or "memory only (no safe cache directory: nothing was kept)"
+    kernels = sorted({name for names in done["compiled"].values() for name in names})
+    print(f"fastbp: {len(kernels)} kernels compiled in {done['seconds']:.1f} s; cache: {where}")
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:
@@ -89,6 +106,9 @@ def train(args: argparse.Namespace) -> int:
     compiles = not has_compiled(forward_backward if comm else train_epoch if optimizer.fused else train_epoch_optimizer)
     if compiles and args.quiet:  # otherwise fit's progress display says so, with the seconds elapsed
         say(f"fastbp: {COMPILING}")
+    if compiles and optimizer.fused and comm is None:  # a second process compiles the loss, backward pass and
+        from .prebuild import compile_beside           # prediction kernels meanwhile
+        compile_beside(dtype)
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                         seed=args.seed, verbose=0 if args.quiet else 1, comm=comm)
@@ -105,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a bad option: argparse has printed why
         return int(exit_.code or 0)
     try:
-        return train(args)
+        return compile_kernels(args) if args.command == "compile" else train(args)
     except (ValueError, TypeError) as exc:
         print(f"fastbp: error: {exc}", file=sys.stderr)
         return 2

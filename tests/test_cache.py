@@ -23,7 +23,7 @@ X = rng.normal(size=(64, 6)); y = rng.integers(0, 3, 64)
 m = fastbp.MLP([6, 9, 3], activation="tanh", seed=0)
 m.fit(X, y, epochs=2, batch_size=8, seed=1, verbose=0)
 digest = hashlib.sha256(b"".join(p.tobytes() for p in m.weights + m.biases))
-print(json.dumps({"file": fastbp.__file__, "cache": numba.config.CACHE_DIR, "digest": digest.hexdigest()}))
+print(json.dumps({"file": fastbp.__file__, "cache": fastbp.kernels.cache.cache_directory(), "digest": digest.hexdigest()}))
 """
 
 
@@ -54,10 +54,11 @@ def _read_only_install(root: Path) -> Path:
 
 def _cached_signatures(cache: Path) -> dict[str, int]:
     """{kernel: number of compiled signatures} read from Numba's index files (`<module>.<kernel>-<line>.py3x.nbi`:
-    Numba's version, pickled, then the pickled (source stamp, {signature key: data file}))."""
+    fastbp's checked frame around Numba's version, pickled, then the pickled (source stamp, {signature key: data file}))."""
+    from fastbp.kernels.cache import unframe
     counts = {}
     for index in cache.rglob("*.nbi"):
-        with open(index, "rb") as f:
+        with io.BytesIO(unframe(index.read_bytes())) as f:
             pickle.load(f)
             _, overloads = pickle.loads(f.read())
         counts[index.name.split("-")[0]] = len(overloads)
@@ -94,3 +95,207 @@ def test_read_only_install_without_a_writable_home_caches_in_the_temp_dir(tmp_pa
 
     warm = _run(site, env)  # loads them back
     assert warm == cold
+
+
+# -- a safe, self-healing cache (fastbp/kernels/cache.py) ------------------------------------------------
+
+import warnings
+
+import numba
+import numpy as np
+import pytest
+
+from fastbp.kernels import cache as kcache
+from fastbp.kernels.checks import all_finite
+
+_TINY = "from numba import njit\n\n@njit\ndef affine(x):\n    return 2 * x + 1\n"
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """Every candidate place under tmp_path: NUMBA_CACHE_DIR, XDG_CACHE_HOME and the temp dir."""
+    root = {name: tmp_path / name for name in ("numba", "xdg", "tmp")}
+    for path in root.values():
+        path.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(root["numba"]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root["xdg"]))
+    monkeypatch.setattr(tempfile, "tempdir", str(root["tmp"]))
+    monkeypatch.setattr(kcache, "_warned", set())
+    return root
+
+
+import tempfile  # noqa: E402  (patched by the fixture above)
+
+
+def _unsafe_places(places, how):
+    """Make the fastbp directory of each place unusable in the way `how` says."""
+    for name, root in places.items():
+        place = root / ("fastbp" if name != "tmp" else f"fastbp-{os.getuid()}")
+        place.mkdir()
+        if how == "world-writable":
+            place.chmod(0o777)
+        elif how == "group-writable":
+            place.chmod(0o770)
+        else:  # owned by another user
+            os.chown(place, 4242, 4242)
+
+
+@pytest.mark.parametrize("how", ["world-writable", "group-writable", "other uid"])
+def test_a_cache_directory_another_user_could_write_is_refused(places, how):
+    if how == "other uid" and os.getuid() != 0:
+        pytest.skip("chown to another uid needs root (the patched-getuid test covers it)")
+    _unsafe_places({"numba": places["numba"]}, how)
+    directory, refused = kcache.choose_directory()
+    assert len(refused) == 1 and str(places["numba"]) in refused[0]
+    assert Path(directory).is_relative_to(places["xdg"])  # the next safe candidate
+    assert stat.S_IMODE(Path(directory).stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(directory).parent.stat().st_mode) == 0o700
+
+
+def test_no_safe_directory_compiles_in_memory_with_one_warning(places, monkeypatch):
+    _unsafe_places(places, "world-writable")
+    monkeypatch.setattr(kcache, "_saved_locators", None)
+    monkeypatch.setattr(kcache, "_directory", kcache._directory)  # restored afterwards
+    saved = numba.config.CACHE_LOCATOR_CLASSES
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert kcache.configure_cache() is None
+        kcache.configure_cache()  # said once per process
+    try:
+        assert len(record) == 1 and record[0].category is kcache.CacheWarning
+        assert "another user could write" in str(record[0].message) and "in memory" in str(record[0].message)
+    finally:
+        kcache.attach_caches()  # every kernel is attached already: this only restores Numba's setting
+    assert numba.config.CACHE_LOCATOR_CLASSES == saved
+    kernel = numba.njit(lambda x: 2 * x + 1)
+    kcache.attach(kernel, kcache._directory)  # None here: compiled in memory
+    assert isinstance(kernel._cache, numba.core.caching.NullCache)
+    assert kernel(3) == 7 and not list(Path(places["tmp"]).rglob("*.nb*"))
+
+
+def test_a_directory_owned_by_another_uid_is_refused(tmp_path, monkeypatch):
+    own = tmp_path / "mine"
+    own.mkdir(mode=0o700)
+    assert kcache.unsafe_reason(own) is None
+    monkeypatch.setattr(os, "getuid", lambda: own.stat().st_uid + 1)
+    assert "owned by uid" in kcache.unsafe_reason(own)
+
+
+def _tiny_kernel(tmp_path, directory, monkeypatch):
+    """A fresh dispatcher of a tiny function (its own module), cached with fastbp's cache in directory."""
+    module = tmp_path / "tiny_kernel.py"
+    if not module.exists():
+        module.write_text(_TINY)
+        monkeypatch.syspath_prepend(str(tmp_path))
+    import tiny_kernel
+    kernel = numba.njit(tiny_kernel.affine.py_func)
+    kcache.attach(kernel, str(directory))
+    return kernel
+
+
+def _damages(raw: bytes) -> dict[str, bytes]:
+    flipped = lambda i: raw[:i] + bytes([raw[i] ^ 0x40]) + raw[i + 1:]  # noqa: E731
+    return {"empty": b"", "truncated": raw[:len(raw) // 2], "last byte cut": raw[:-1],
+            "flipped in the middle": flipped(len(raw) // 2), "flipped last byte": flipped(len(raw) - 1),
+            "flipped header": flipped(0)}
+
+
+def test_every_damaged_cache_file_is_rebuilt_with_one_warning(tmp_path, monkeypatch):
+    directory = tmp_path / "cache"
+    kernel = _tiny_kernel(tmp_path, directory, monkeypatch)
+    assert kernel(3) == 7 and kernel(2.5) == 6.0  # two signatures: an index and two data files
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".nbi", ".nbc"))
+    assert [p.suffix for p in files].count(".nbc") == 2 and [p.suffix for p in files].count(".nbi") == 1
+    good = {p: p.read_bytes() for p in files}
+    for path in files:
+        for damage, raw in _damages(good[path]).items():
+            for p, content in good.items():
+                p.write_bytes(content)
+            path.write_bytes(raw)
+            monkeypatch.setattr(kcache, "_warned", set())
+            kernel = _tiny_kernel(tmp_path, directory, monkeypatch)
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                assert kernel(3) == 7 and kernel(2.5) == 6.0, (path.name, damage)
+            assert [str(r.message).split(" is damaged")[0] for r in record] == \
+                [f"fastbp: the compile cache file {path}"], (path.name, damage)
+            assert sum(kernel.stats.cache_misses.values()) >= 1, (path.name, damage)  # recompiled
+            rebuilt = _tiny_kernel(tmp_path, directory, monkeypatch)  # and the cache is whole again
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                assert rebuilt(3) == 7 and rebuilt(2.5) == 6.0
+            assert sum(rebuilt.stats.cache_hits.values()) == 2, (path.name, damage)
+
+
+def test_data_written_for_another_signature_is_not_loaded(tmp_path, monkeypatch):
+    """Two writers racing (numba#10128) can leave an index naming a data file that holds another
+    signature's code: the key stored in the data file catches it."""
+    directory = tmp_path / "cache"
+    kernel = _tiny_kernel(tmp_path, directory, monkeypatch)
+    assert kernel(3) == 7 and kernel(2.5) == 6.0
+    first, second = sorted(directory.rglob("*.nbc"))
+    first.write_bytes(second.read_bytes())  # intact file, wrong signature
+    kernel = _tiny_kernel(tmp_path, directory, monkeypatch)
+    assert kernel(3) == 7 and kernel(2.5) == 6.0
+    assert sum(kernel.stats.cache_misses.values()) == 1
+
+
+def test_a_real_kernel_heals_too(tmp_path, monkeypatch):
+    """all_finite, a parallel fastbp kernel: every one of its files garbled, then the right answers."""
+    directory = tmp_path / "cache"
+    monkeypatch.setattr(kcache, "_warned", set())
+
+    def fresh():
+        kernel = numba.njit(all_finite.py_func, parallel=True)
+        kcache.attach(kernel, str(directory))
+        return kernel
+
+    x = np.ones(100_000)
+    assert fresh()(x)
+    for path in directory.rglob("*.nb*"):
+        raw = path.read_bytes()
+        path.write_bytes(raw[:100] + bytes(b ^ 0xFF for b in raw[100:200]) + raw[200:])
+    kernel = fresh()
+    x[77_777] = np.nan
+    with pytest.warns(kcache.CacheWarning, match="damaged"):
+        assert not kernel(x)
+    assert fresh()(np.ones(3)) and not fresh()(np.array([np.inf]))
+
+
+def test_compile_checks_its_arguments():
+    from fastbp import prebuild
+    jobs = prebuild.plan(["float32", "float64"], ["relu", "tanh"], ["sgd", "adam"])
+    assert [str(j) for j in jobs] == ["float32 sgd + predict", "float32 adam", "float64 sgd + predict", "float64 adam"]
+    for bad in ({"dtypes": ["float16"]}, {"optimizers": ["rmsprop"]}, {"activations": []}, {"workers": 0}):
+        with pytest.raises(ValueError):
+            fastbp.compile(**{"progress": False, **bad})
+
+
+def test_the_workers_signatures_are_the_ones_a_fit_uses():
+    """`prebuild.compile_beside`'s worker compiles loss_and_backward and predict_outputs for the argument
+    types a fit passes: read them off the kernels compiled for a fit, in this process or (when the fit
+    loaded its kernels from the cache) in the cache's index."""
+    from fastbp import kernels as K
+    from fastbp import prebuild
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 5), dtype=np.float32)
+    model = fastbp.MLP([5, 4, 3], seed=0)
+    model.fit(X, np.arange(40) % 3, epochs=1, batch_size=8, optimizer=fastbp.SGD(lr=0.1), verbose=0)
+    model.predict_proba(X)
+    for name, signature in prebuild._signatures_beside_train_epoch("float32"):
+        kernel = getattr(K, name)
+        cached = {key[0] for key in kernel._cache._cache_file._load_index()} if kcache.has_compiled(kernel) else set()
+        assert signature in set(kernel.signatures) | cached, name
+
+
+def test_fastbp_compile_fills_the_cache(capsys):
+    """`fastbp compile` leaves train_epoch and predict_outputs in the cache, each with the argument
+    types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py)."""
+    from fastbp import kernels as K
+    from fastbp.cli import main
+    assert main(["compile", "--dtypes", "float32", "--optimizers", "sgd", "adam"]) == 0
+    assert "kernels compiled" in capsys.readouterr().out
+    if kcache.cache_directory() is None:
+        pytest.skip("no safe cache directory on this machine: compiled in memory")
+    for kernel in (K.train_epoch, K.train_epoch_optimizer, K.predict_outputs, K.all_finite):
+        assert kcache.has_compiled(kernel), kernel.py_func.__name__

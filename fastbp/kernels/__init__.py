@@ -8,9 +8,9 @@
 - `training`: one step and the loops over an epoch's mini-batches (plain SGD: each step taken by the next forward)
 - `reference`: the readable twins of the dense and loss kernels, plain loop nests in the index notation
 """
-from .cache import configure_cache
+from .cache import attach_caches, configure_cache
 
-configure_cache()  # before any kernel module is imported: their dispatchers pick the cache dir up
+configure_cache()  # before any kernel module is imported: their dispatchers' caches are attached below
 
 from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, TANH, Activation, activate,
                           derivative, glorot_uniform, he_normal)
@@ -50,6 +50,8 @@ from .training import (
     train_epoch_optimizer,
     workspace_offsets,
 )
+
+attach_caches()  # after every kernel module: each kernel gets fastbp's checked cache (kernels/cache.py)
 
 __all__ = [
     "ACTIVATIONS", "GELU", "IDENTITY", "REGISTRY", "RELU", "SIGMOID", "TANH", "Activation", "activate", "derivative",

@@ -1,0 +1,237 @@
+"""Compile fastbp's kernels ahead of time into its on-disk cache (`fastbp.compile`, `fastbp compile`).
+
+A kernel is compiled for the argument types of each call that reaches it, so the surest way to
+compile exactly what a later `fit`, `predict_proba` or `score` will load is to make those calls, on a
+tiny network and a few rows: each *job* below trains one (dtype, optimizer) for one epoch and runs
+every evaluation path once. Its work is microseconds; its cost is the compilation, which is saved in
+the cache (`fastbp.kernels.cache`) for every later process of this machine, fastbp and Numba.
+
+Jobs run in parallel worker processes (``spawn``) when asked: each compiles what it reaches first,
+and a kernel another process is compiling is waited for and then loaded, never compiled twice
+(`fastbp.kernels.cache.CheckedCache`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+#: the optimizers `compile` knows, by name: plain SGD runs the fused epoch kernel, the others the general one
+OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+DTYPE_NAMES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One tiny training run: `optimizer` on `dtype`, through every hidden activation in `activations`."""
+    dtype: str
+    optimizer: str
+    activations: tuple[str, ...]
+    evaluate: bool  # also predict_proba, score, evaluate and loss_and_grads
+
+    def __str__(self) -> str:
+        return f"{self.dtype} {self.optimizer}" + (" + predict" if self.evaluate else "")
+
+
+def _optimizer(name: str):
+    from .optim import SGD, Adam, AdamW
+    return {"sgd": lambda: SGD(lr=0.01), "momentum": lambda: SGD(lr=0.01, momentum=0.9),
+            "adam": lambda: Adam(lr=0.001), "adamw": lambda: AdamW(lr=0.001)}[name]()
+
+
+def run_job(job: Job, on_compile=None) -> list[str]:
+    """Make the calls of `job`; returns the names of the kernels it compiled in this process.
+    on_compile(name) is called as each compilation starts."""
+    import numpy as np
+    from numba.core import event
+
+    from .model import MLP
+
+    compiled: list[str] = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            if on_compile is not None and _is_kernel(ev.data["dispatcher"]):
+                on_compile(ev.data["dispatcher"].py_func.__qualname__)
+
+        def on_end(self, ev):
+            if _is_kernel(ev.data["dispatcher"]):
+                compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    dtype = np.dtype(job.dtype).type
+    rng = np.random.default_rng(0)
+    X = rng.random((24, 5)).astype(dtype)
+    y = np.arange(24) % 3
+    model = MLP([5, *([4] * len(job.activations)), 3], activation=list(job.activations), dtype=dtype, seed=0)
+    with event.install_listener("numba:compile", Listener()):
+        # shuffled batches of 8 and a last one of 8: both of batch_rows' paths, as in any fit
+        model.fit(X, y, epochs=1, batch_size=8, optimizer=_optimizer(job.optimizer), seed=0, verbose=0)
+        if job.evaluate:
+            model.fit(X, y, epochs=1, batch_size=8, optimizer=_optimizer(job.optimizer), seed=0, verbose=0,
+                      validation_data=(X, y))
+            model.predict_proba(X)
+            model.score(X, y)
+            model.evaluate(X, y)
+            model.loss_and_grads(X[:4], y[:4])
+    return compiled
+
+
+def _is_kernel(dispatcher) -> bool:
+    """A fastbp kernel, not one of Numba's own implementations (of min, np.empty, ...) compiled on the way."""
+    return dispatcher.py_func.__module__.startswith("fastbp") and "<locals>" not in dispatcher.py_func.__qualname__
+
+
+def plan(dtypes: Sequence[str], activations: Sequence[str], optimizers: Sequence[str]) -> list[Job]:
+    """The jobs that compile every kernel a fit with these settings, and its evaluation, reach."""
+    from .kernels import ACTIVATIONS
+    dtypes = _check_names(dtypes, DTYPE_NAMES, "dtypes")
+    activations = tuple(_check_names(activations, sorted(ACTIVATIONS), "activations"))
+    optimizers = _check_names(optimizers, OPTIMIZER_NAMES, "optimizers")
+    # the evaluation kernels depend on the dtype only: the first job of each dtype runs them
+    return [Job(dtype, name, activations, evaluate=i == 0) for dtype in dtypes for i, name in enumerate(optimizers)]
+
+
+def _check_names(values, allowed, argument: str) -> list[str]:
+    values = [values] if isinstance(values, str) else [str(getattr(v, "__name__", v)) for v in values]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{argument}: unknown or empty {bad or values}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(values))
+
+
+def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = ("relu",),
+            optimizers: Sequence[str] = ("sgd",), workers: int = 1, progress: bool = True) -> dict:
+    """Compile the kernels that fits with these settings (and their predictions) need, into the cache.
+
+    After it, the first `fit` of a new process with the same settings loads its kernels from the cache
+    instead of compiling them (tens of seconds). Run it once per machine image: in a Dockerfile after
+    ``pip install fastbp``, in a CI cache step, at the start of a notebook (docs/compile-cache.md).
+
+    Parameters
+    ----------
+    dtypes : sequence of {"float32", "float64"}, default ("float32",)
+    activations : sequence of str, default ("relu",)
+        Hidden activations, as in `MLP` (they share compiled code today; each is run once anyway).
+    optimizers : sequence of {"sgd", "momentum", "adam", "adamw"}, default ("sgd",)
+        "sgd" is the fused epoch kernel; the others (and SGD with an L2 penalty or clipping) share
+        the general one, so naming one of them compiles it for all.
+    workers : int, default 1
+        Processes to compile in (spawned); more than the number of jobs is pointless. As with any
+        spawned process, a script that asks for workers must call this under
+        ``if __name__ == "__main__":``.
+    progress : bool, default True
+        A tqdm progress bar over the jobs, naming the kernel being compiled.
+
+    Returns
+    -------
+    dict
+        ``{"directory": cache directory or None, "seconds": wall time, "compiled": {job: [kernels]}}``.
+        Directory None: no safe cache directory, so nothing is kept (a warning said why).
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from .kernels.cache import cache_directory
+
+    jobs = plan(dtypes, activations, optimizers)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer ≥ 1, got {workers!r}")
+    start = time.perf_counter()
+    compiled: dict[str, list[str]] = {}
+    with tqdm(total=len(jobs), desc="fastbp compile", unit="job", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                bar.set_postfix_str(str(job))
+                compiled[str(job)] = run_job(job, lambda name: bar.set_postfix_str(f"{job}: {name}"))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+                futures = {pool.submit(run_job, job): job for job in jobs}
+                for future in concurrent.futures.as_completed(futures):
+                    compiled[str(futures[future])] = future.result()
+                    bar.set_postfix_str(f"done: {futures[future]}")
+                    bar.update()
+    return {"directory": cache_directory(), "seconds": time.perf_counter() - start, "compiled": compiled}
+
+
+# -- the first fit's compilation, on two cores ----------------------------------------------------------
+
+def _signatures_beside_train_epoch(dtype_name: str) -> list[tuple[str, tuple]]:
+    """(kernel, argument types) of the parts of a fit's call tree that a second process can compile
+    while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
+    `train_epoch` calls it (its last argument the literal False), and the prediction kernel that
+    `score` and `predict_proba` call. The types are those `fastbp.kernels.training` passes today: if
+    a kernel's arguments change, the worker compiles a signature nobody loads (its time is lost, no
+    result changes) until this list follows."""
+    import numba
+    import numpy as np
+    from numba.core import types
+
+    dtype = np.dtype(dtype_name)
+    i1, i2 = numba.typeof(np.zeros(1, np.int64)), numba.typeof(np.zeros((1, 1), np.int64))
+    f1, f2 = numba.typeof(np.zeros(1, dtype)), numba.typeof(np.zeros((1, 1), dtype))
+    return [
+        # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb)
+        ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
+                               types.literal(False), types.none)),
+        # predict_outputs(X, sizes, codes, params, work, out): work (threads, size)
+        ("predict_outputs", (f2, i1, i1, f1, f2, f2)),
+    ]
+
+
+def compile_signatures(dtype_name: str) -> list[str]:
+    """Compile `_signatures_beside_train_epoch` into the cache (run in a worker process)."""
+    from . import kernels as K
+    done = []
+    for name, signature in _signatures_beside_train_epoch(dtype_name):
+        try:
+            getattr(K, name).compile(signature)
+            done.append(name)
+        except Exception:  # noqa: BLE001  a stale signature: the main process compiles what it needs
+            pass
+    return done
+
+
+def compile_beside(dtype) -> "subprocess.Popen | None":
+    """When the kernels of a fit of `dtype` with plain SGD are not in the cache, start compiling part of
+    them in one worker process, into the cache, while this process compiles the rest; the compile
+    locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes second load what the
+    other compiled. Returns the worker (None when nothing is done: cached already, no cache
+    directory, or fewer than two CPUs); it is stopped when this process exits.
+
+    The worker is a new interpreter (`subprocess`, the same isolation as multiprocessing's ``spawn``),
+    told what to compile on its command line: multiprocessing's ``spawn`` would import the caller's
+    main script again in the worker, running its top-level code (a script without an
+    ``if __name__ == "__main__"`` guard would even start workers recursively).
+    """
+    import atexit
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from . import kernels as K
+    from .kernels.cache import cache_directory, has_compiled
+
+    if cache_directory() is None or (os.cpu_count() or 1) < 2 or has_compiled(K.train_epoch):
+        return None
+    code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r})"
+    # this very fastbp, wherever it was imported from
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(_stop, worker)
+    return worker
+
+
+def _stop(worker) -> None:
+    """Stop the worker if it still runs: what it has saved stays; a file it was writing is never
+    seen half-written (Numba writes a temporary file, then renames it)."""
+    if worker.poll() is None:
+        worker.terminate()
+        worker.wait()
