@@ -59,7 +59,6 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, cross_entropy, forward_flops_per_sample,  # noqa: E402
@@ -437,24 +436,17 @@ def _fma_chain_rounds(x0, rounds):
     return x
 
 
-@njit(parallel=True, cache=True)
-def _fma_chains(start, rounds):
-    """`_fma_chain_rounds` on each of len(start) threads; returns their chains (n_threads, FMA_CHAINS)."""
-    n_threads = start.shape[0]
-    out = np.empty((n_threads, FMA_CHAINS), np.float32)
-    for t in prange(n_threads):
-        out[t] = _fma_chain_rounds(start[t], rounds)
-    return out
-
-
 def fma_peak_gflops(rounds: int = 250_000) -> float:
     """This machine's float32 FMA peak in GFLOP/s on Numba's threads: a loop of nothing but FMAs in
     registers, compiled by fastbp's `njit` (so at the vector width of fastbp's kernels: zmm on
-    AVX-512), the ceiling of any kernel here (a dense product also loads, stores and sums)."""
-    start = np.ones(numba.get_num_threads(), np.float32)
-    # 10 repeats: on a loaded machine both threads must get their cores at once in one of them
-    seconds = best_time(lambda: _fma_chains(start, rounds), min_seconds=0.2, repeats=10)
-    return 2 * FMA_CHAINS * rounds * start.size / seconds / 1e9
+    AVX-512), the ceiling of any kernel here (a dense product also loads, stores and sums).
+
+    One core's rate times the number of threads: on a shared machine a parallel loop times the
+    scheduler (both threads must hold a core at once), one thread times the core. As a ceiling it
+    errs high, if anything (one busy core may clock higher than all of them).
+    """
+    seconds = best_time(lambda: _fma_chain_rounds(np.float32(1), rounds), min_seconds=0.2, repeats=10)
+    return 2 * FMA_CHAINS * rounds * numba.get_num_threads() / seconds / 1e9
 
 
 def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd", activation="relu",
@@ -590,7 +582,7 @@ def peak_line(rows, peak) -> str:
     """The machine's FMA peak, and the share of it that fastbp's step reached at each batch size."""
     shares = ", ".join(f"{r['gflops'] / peak:.0%} at batch {r['batch']}" for r in rows if r["library"] == "fastbp")
     return (f"This machine's float32 FMA peak on {numba.get_num_threads()} threads: {peak:.0f} GFLOP/s "
-            f"(`fma_peak_gflops`: FMAs in registers only). fastbp's step ran at {shares}.")
+            f"(`fma_peak_gflops`: FMAs in registers only, one core's rate × threads). fastbp's step ran at {shares}.")
 
 
 def peak_warnings(training, numpy_gflops, inference, peak) -> list[str]:
