@@ -1,4 +1,5 @@
-"""Micro-benchmarks of the dense-layer kernels on the reference shapes 784-256-128-10.
+"""Micro-benchmarks of the dense-layer kernels on the reference shapes 784-256-128-10 (and, with
+FASTBP_BENCH_WIDE=1, on the wide networks' shapes 784-1024-1024-10 and 784-2048-2048-10).
 
 One group per kernel, layer shape and batch size S. In each: `fastbp` (the kernel), `numpy` (the NumPy
 code that computes the same result, bias and relu included) and `matmul` (NumPy's matrix product for
@@ -14,7 +15,15 @@ the next batch's forward, as plain SGD trains (the numbers to compare: it agains
 Every array starts on a 64-byte cache line, as fastbp's parameters and training buffers do (`fastbp.buffers`).
 NumPy's own large arrays start 16 bytes past one, and there the row sums' vector loads and stores
 straddle two lines: the 128→10 backward ran 17-20% slower (2026-11-28), NumPy's matmul 5-7%.
+
+The wide layers (784→1024, 1024→1024, 1024→10, 784→2048, 2048→2048, 2048→10, at S = 64, 128, 512)
+have weight matrices of 3-16 MiB, larger than L2: they time the kernels' cache blocking. They take
+minutes, so the default run (and `tests/test_benchmarks.py`) leaves them out:
+
+    FASTBP_BENCH_WIDE=1 pytest benchmarks/bench_dense.py -k wide
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -28,6 +37,29 @@ LAYERS = {f"{n_in}x{n_out}": (n_in, n_out) for n_in, n_out in LAYER_SHAPES}
 #: the layers whose input gradient δ^{l-1} training computes: all but the first
 BACKWARD_LAYERS = dict(list(LAYERS.items())[1:])
 IMPLS = ("fastbp", "numpy", "matmul")
+
+#: the wide networks' layers, timed when FASTBP_BENCH_WIDE is set (not "0"), at WIDE_BATCHES
+WIDE = os.environ.get("FASTBP_BENCH_WIDE", "0") not in ("", "0")
+WIDE_NETWORKS = ((784, 1024, 1024, 10), (784, 2048, 2048, 10))
+WIDE_BATCHES = (64, 128, 512)
+WIDE_LAYERS = {f"{n_in}x{n_out}": (n_in, n_out)
+               for sizes in WIDE_NETWORKS for n_in, n_out in zip(sizes[:-1], sizes[1:])}
+#: their layers whose δ^{l-1} training computes: not a network's first
+WIDE_BACKWARD_LAYERS = {name: shape for name, shape in WIDE_LAYERS.items() if shape[0] != 784}
+LAYERS.update(WIDE_LAYERS)
+
+
+def cases(layers, wide_layers) -> list:
+    """(layer, S) of the reference `layers` at BATCHES, and with FASTBP_BENCH_WIDE the `wide_layers` at
+    WIDE_BATCHES (ids "wide-<layer>-<S>", so that -k wide selects them)."""
+    reference = [pytest.param(layer, S, id=f"{layer}-{S}") for layer in layers for S in BATCHES]
+    wide = [pytest.param(layer, S, id=f"wide-{layer}-{S}") for layer in wide_layers for S in WIDE_BATCHES]
+    return reference + (wide if WIDE else [])
+
+
+REFERENCE_LAYERS = {name: shape for name, shape in LAYERS.items() if shape in LAYER_SHAPES}
+FORWARD_CASES = cases(REFERENCE_LAYERS, WIDE_LAYERS)
+BACKWARD_CASES = cases(BACKWARD_LAYERS, WIDE_BACKWARD_LAYERS)
 
 
 def empty(shape):
@@ -49,8 +81,7 @@ def check_close(actual, expected):
 
 # ----------------------------------------------------------------------------- forward
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("S", BATCHES)
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize(("layer", "S"), FORWARD_CASES)
 def test_dense_forward(measure, rng, layer, S, impl):
     """a^l = relu(a^{l-1} W^T + b)."""
     n_in, n_out = LAYERS[layer]
@@ -99,8 +130,7 @@ def test_dense_forward_smooth_activation(measure, rng, activation, impl):
 
 # ----------------------------------------------------------------------------- backward
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("S", BATCHES)
-@pytest.mark.parametrize("layer", BACKWARD_LAYERS)
+@pytest.mark.parametrize(("layer", "S"), BACKWARD_CASES)
 def test_dense_backward(measure, rng, layer, S, impl):
     """δ^{l-1} = (δ^l W) ∘ relu'(a^{l-1})."""
     n_in, n_out = LAYERS[layer]
@@ -123,8 +153,7 @@ def test_dense_backward(measure, rng, layer, S, impl):
 
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("S", BATCHES)
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize(("layer", "S"), FORWARD_CASES)
 def test_dense_weight_gradient(measure, rng, layer, S, impl):
     """W ← W + α δ^T a^{l-1} with α = −ε/S: the fused SGD step."""
     n_in, n_out = LAYERS[layer]
@@ -150,8 +179,7 @@ def test_dense_weight_gradient(measure, rng, layer, S, impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("S", BATCHES)
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize(("layer", "S"), FORWARD_CASES)
 def test_dense_update_forward(measure, rng, layer, S, impl):
     """W ← W + α δ'^T a', then a^l = relu(a^{l-1} W^T + b): the previous batch's SGD step (S' = S
     samples, α = −ε/S) fused into this batch's forward, as plain SGD trains."""
@@ -184,8 +212,7 @@ def test_dense_update_forward(measure, rng, layer, S, impl):
 
 
 @pytest.mark.parametrize("impl", ("fastbp", "numpy"))
-@pytest.mark.parametrize("S", BATCHES)
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize(("layer", "S"), cases(REFERENCE_LAYERS, {}))
 def test_bias_gradient(measure, rng, layer, S, impl):
     """b ← b + α Σ_s δ[s, :] with α = −ε/S; S·n_out additions counted as FLOP."""
     n_out = LAYERS[layer][1]

@@ -1,7 +1,9 @@
-"""fastbp against PyTorch, JAX and scikit-learn on the reference job, side by side in one process.
+"""fastbp against PyTorch, JAX, scikit-learn and (in inference) ONNX Runtime, side by side in one process.
 
 The job (`reference_job.py`): MLP 784-256-128-10, relu, softmax cross-entropy, plain SGD lr 0.01,
-float32, random samples, one epoch without shuffling. `--optimizer adam` runs the same job with Adam
+float32, random samples, one epoch without shuffling. `--sizes 784 1024 1024 10` runs the same job
+on other layer sizes (the wide networks 784-1024-1024-10 and 784-2048-2048-10, with fewer
+`--samples`). `--optimizer adam` runs the same job with Adam
 (lr 1e-3, betas (0.9, 0.999), eps 1e-8: PyTorch's defaults) in every library, `--activation tanh` (or
 sigmoid) with that activation in the hidden layers. Every library starts
 from the same initial weights and sees the same batches in the same order, so after the epoch all of
@@ -12,6 +14,7 @@ them should reach the same loss; the table shows it as a check that they did the
     python benchmarks/peers.py --quick          # a smoke check: 4,096 samples, a minute or two
     python benchmarks/peers.py --optimizer adam --batches 16 64 128 512 --rounds 5
     python benchmarks/peers.py --activation tanh --batches 16 128 512 --rounds 5
+    python benchmarks/peers.py --sizes 784 1024 1024 10 --batches 64 128 512 --samples 6000 --rounds 3
 
 Peers that are not installed are skipped; none of them is a dependency of fastbp.
 How each library is run:
@@ -21,19 +24,28 @@ How each library is run:
   CrossEntropyLoss, torch.optim.SGD (or Adam), a Python loop over batches of tensors made before timing.
 - JAX: one jitted SGD step scanned over the epoch with `jax.lax.scan` (batches reshaped to
   (n_batches, B, 784); a last partial batch takes one more jitted step), compiled ahead of time.
-  Adam is optax.adam (JAX is skipped for Adam when optax is not installed).
+  Adam is optax.adam (JAX is skipped for Adam when optax is not installed). JAX runs in both weight
+  layouts, W stored (n_out, n_in) with `x @ W.T` and W stored (n_in, n_out) with `x @ W`, taking turns;
+  the faster one counts and the table names it ("JAX form").
 - scikit-learn: MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False), its weights
   set to the common initial ones through warm_start; not run at batch 1 (hours per epoch). Its Adam
   (solver="adam") adds eps to √v before the bias correction, where PyTorch adds it after.
+- Inference: `predict_proba` of each library (PyTorch under `torch.no_grad` and `torch.inference_mode`,
+  the faster counts; JAX jitted, both layouts; ONNX Runtime on a Gemm(transB=1)/activation/Softmax graph
+  of the same weights built with `onnx.helper`, `--threads` intra-op threads, sequential execution,
+  all graph optimizations), on --inference-samples rows, and on one row (hot latency: the best of
+  --latency-calls calls, after warm-up, the libraries taking turns in blocks).
 Times are wall-clock seconds of one epoch, including each library's own input checks; each run starts
 after PAUSE_SECONDS of idle time, so that the previous library's worker threads have gone to sleep.
-The report ends the training table with the machine's float32 FMA peak (`fma_peak_gflops`), the
-ceiling that no step can reach, and the share of it that fastbp's step ran at.
+The report ends the training table with the machine's float32 FMA peak (`fma_peak_gflops`, compiled
+by fastbp's compiler at the CPU's whole vector width), the ceiling that no step can reach, and the share
+of it that fastbp's step ran at; a library or NumPy matmul above it prints "peak is wrong".
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import json
 import math
@@ -47,15 +59,19 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_job import (DTYPE, LAYER_SIZES, LEARNING_RATE, cross_entropy, forward_flops_per_sample,  # noqa: E402
                            initial_parameters, reference_data, training_contractions, training_flops_per_sample)
 
-LIBRARIES = ("fastbp", "torch", "jax", "sklearn")
-DISPLAY = {"fastbp": "fastbp", "torch": "PyTorch", "jax": "JAX", "sklearn": "scikit-learn"}
-MODULES = {"fastbp": "fastbp", "torch": "torch", "jax": "jax", "sklearn": "sklearn"}
+from fastbp.kernels.common import njit  # noqa: E402  (fastbp's compiler: the CPU's whole vector width)
+
+LIBRARIES = ("fastbp", "torch", "jax", "sklearn", "onnxruntime")
+DISPLAY = {"fastbp": "fastbp", "torch": "PyTorch", "jax": "JAX", "sklearn": "scikit-learn",
+           "onnxruntime": "ONNX Runtime"}
+#: the modules each library needs
+MODULES = {"fastbp": ("fastbp",), "torch": ("torch",), "jax": ("jax",), "sklearn": ("sklearn",),
+           "onnxruntime": ("onnxruntime", "onnx")}
 #: rows of the data on which every library's loss after the epoch is evaluated
 EVAL_SAMPLES = 10_000
 #: Adam's settings for --optimizer adam: PyTorch's defaults, which fastbp.Adam shares
@@ -69,14 +85,21 @@ PAUSE_SECONDS = 0.5
 
 # ============================================================================ the libraries
 # Each `train_<library>(X, y, batch, params, optimizer, activation)` trains one epoch from the initial
-# `params` and returns (seconds, params after the epoch); each `predictor_<library>(params, activation)`
-# returns a function X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,)) float32;
-# activation: the hidden layers' (`HIDDEN_ACTIVATIONS`).
+# `params` and returns (seconds, params after the epoch); each `predictor_<library>(params, activation,
+# threads)` returns a function X -> class probabilities. params: list of (W (n_out, n_in), b (n_out,))
+# float32, whose shapes give the layer sizes; activation: the hidden layers' (`HIDDEN_ACTIVATIONS`).
+# A library may come in several forms (JAX's two weight layouts, PyTorch's two no-autograd modes):
+# each form is timed, the forms taking turns like the libraries, and the library's fastest form counts.
+
+def layer_sizes_of(params) -> tuple[int, ...]:
+    """(n_0, n_1, ..., n_L) of the network `params`."""
+    return (params[0][0].shape[1],) + tuple(W.shape[0] for W, _ in params)
+
 
 def _fastbp_model(params, activation):
     import fastbp
 
-    model = fastbp.MLP(list(LAYER_SIZES), activation=activation, output="softmax", dtype=DTYPE, seed=0)
+    model = fastbp.MLP(list(layer_sizes_of(params)), activation=activation, output="softmax", dtype=DTYPE, seed=0)
     for (W, b), W_model, b_model in zip(params, model.weights, model.biases):
         W_model[...], b_model[...] = W, b
     return model
@@ -99,7 +122,7 @@ def train_fastbp(X, y, batch, params, optimizer, activation):
     return seconds, [(W.copy(), b.copy()) for W, b in zip(model.weights, model.biases)]
 
 
-def predictor_fastbp(params, activation):
+def predictor_fastbp(params, activation, threads=None):
     return _fastbp_model(params, activation).predict_proba
 
 
@@ -144,30 +167,47 @@ def train_torch(X, y, batch, params, optimizer, activation):
     return seconds, [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears]
 
 
-def predictor_torch(params, activation):
+def predictor_torch(params, activation, threads=None, mode="no_grad"):
+    """PyTorch's forward + softmax under `torch.no_grad()` or `torch.inference_mode()` (`mode`)."""
     import torch
 
     model = _torch_model(params, activation)
+    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[mode]
 
     def predict_proba(X):
-        with torch.no_grad():
+        with context():
             return torch.softmax(model(torch.from_numpy(X)), dim=1).numpy()
 
     return predict_proba
 
 
-def _jax_functions(activation):
-    """(logits(params, x), loss(params, x, labels)) in JAX."""
+#: JAX's weight layouts by the product they compute: W stored (n_out, n_in) as in fastbp and PyTorch,
+#: or (n_in, n_out), XLA's natural layout for `x @ W` (3.4x faster at batch 1 on an AVX-512 Xeon)
+JAX_LAYOUTS = {"x @ W.T": "(n_out, n_in)", "x @ W": "(n_in, n_out)"}
+
+
+def _jax_weights(params, layout):
+    """params in JAX's `layout` (`JAX_LAYOUTS`), as JAX arrays."""
+    import jax.numpy as jnp
+
+    return [(jnp.asarray(W if layout == "x @ W.T" else np.ascontiguousarray(W.T)), jnp.asarray(b)) for W, b in params]
+
+
+def _jax_functions(activation, layout="x @ W.T"):
+    """(logits(params, x), loss(params, x, labels)) in JAX, with W stored as `layout` says."""
     import jax
     import jax.numpy as jnp
 
     hidden = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[activation]
+
+    def dense(a, W, b):
+        return (a @ W.T if layout == "x @ W.T" else a @ W) + b
+
     def logits(params, x):
         a = x
         for W, b in params[:-1]:
-            a = hidden(a @ W.T + b)
-        W, b = params[-1]
-        return a @ W.T + b
+            a = hidden(dense(a, W, b))
+        return dense(a, *params[-1])
 
     def loss(params, x, labels):
         log_probs = jax.nn.log_softmax(logits(params, x))
@@ -176,12 +216,12 @@ def _jax_functions(activation):
     return logits, loss
 
 
-def _jax_step(optimizer, activation):
+def _jax_step(optimizer, activation, layout):
     """(init(params) -> carry, step(carry, (x, labels)) -> (carry, None), params_of(carry)): a training step
     for `jax.lax.scan`. SGD carries the parameters; Adam (optax's) carries them with its state."""
     import jax
 
-    _, loss = _jax_functions(activation)
+    _, loss = _jax_functions(activation, layout)
     if optimizer == "sgd":
         def sgd_step(params, batch):
             grads = jax.grad(loss)(params, *batch)
@@ -200,17 +240,17 @@ def _jax_step(optimizer, activation):
     return (lambda params: (params, adam.init(params))), adam_step, (lambda carry: carry[0])
 
 
-def train_jax(X, y, batch, params, optimizer, activation):
+def train_jax(X, y, batch, params, optimizer, activation, layout="x @ W.T"):
     import jax
     import jax.numpy as jnp
 
-    init, step, params_of = _jax_step(optimizer, activation)
+    init, step, params_of = _jax_step(optimizer, activation, layout)
     n_batches, rest = divmod(len(X), batch)
     full = n_batches * batch
     Xb = jnp.asarray(X[:full].reshape(n_batches, batch, X.shape[1]))
     Yb = jnp.asarray(y[:full].reshape(n_batches, batch).astype(np.int32))
     X_rest, y_rest = jnp.asarray(X[full:]), jnp.asarray(y[full:].astype(np.int32))
-    carry = init([(jnp.asarray(W), jnp.asarray(b)) for W, b in params])
+    carry = init(_jax_weights(params, layout))
     # compiled ahead of time: compilation is not timed
     epoch = jax.jit(lambda c, Xb, Yb: jax.lax.scan(step, c, (Xb, Yb))[0]).lower(carry, Xb, Yb).compile()
     last = jax.jit(lambda c, x, labels: step(c, (x, labels))[0])
@@ -221,19 +261,20 @@ def train_jax(X, y, batch, params, optimizer, activation):
         carry = last(carry, X_rest, y_rest)
     jax.block_until_ready(carry)
     seconds = time.perf_counter() - start
-    return seconds, [(np.asarray(W), np.asarray(b)) for W, b in params_of(carry)]
+    # back to (n_out, n_in) for the loss check, after the timing
+    return seconds, [(np.asarray(W) if layout == "x @ W.T" else np.asarray(W).T.copy(), np.asarray(b))
+                     for W, b in params_of(carry)]
 
 
-def predictor_jax(params, activation):
+def predictor_jax(params, activation, threads=None, layout="x @ W.T"):
     import jax
-    import jax.numpy as jnp
 
-    logits, _ = _jax_functions(activation)
-    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    logits, _ = _jax_functions(activation, layout)
+    weights = _jax_weights(params, layout)
     predict = jax.jit(lambda p, x: jax.nn.softmax(logits(p, x)))
 
     def predict_proba(X):
-        return np.asarray(predict(params, jnp.asarray(X)).block_until_ready())
+        return np.asarray(predict(weights, X).block_until_ready())
 
     return predict_proba
 
@@ -248,10 +289,11 @@ def _sklearn_model(params, batch, X, optimizer="sgd", activation="relu"):
               dict(solver="adam", learning_rate_init=ADAM_LR, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1],
                    epsilon=ADAM_EPS))
     hidden = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic"}[activation]
-    model = MLPClassifier(hidden_layer_sizes=LAYER_SIZES[1:-1], activation=hidden, learning_rate="constant",
+    sizes = layer_sizes_of(params)
+    model = MLPClassifier(hidden_layer_sizes=sizes[1:-1], activation=hidden, learning_rate="constant",
                           alpha=0.0, batch_size=batch, max_iter=1, shuffle=False, early_stopping=False, tol=0.0,
                           n_iter_no_change=10**9, random_state=0, warm_start=True, **solver)
-    n_classes = LAYER_SIZES[-1]
+    n_classes = sizes[-1]
     few = max(batch, 2 * n_classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -271,14 +313,71 @@ def train_sklearn(X, y, batch, params, optimizer, activation):
     return seconds, [(W.T.copy(), b.copy()) for W, b in zip(model.coefs_, model.intercepts_)]
 
 
-def predictor_sklearn(params, activation):
-    X, _ = reference_data(2 * LAYER_SIZES[-1], seed=2)
+def predictor_sklearn(params, activation, threads=None):
+    sizes = layer_sizes_of(params)
+    X, _ = reference_data(2 * sizes[-1], seed=2, layer_sizes=sizes)
     return _sklearn_model(params, 1, X, activation=activation).predict_proba
 
 
-TRAIN = {"fastbp": train_fastbp, "torch": train_torch, "jax": train_jax, "sklearn": train_sklearn}
-PREDICTOR = {"fastbp": predictor_fastbp, "torch": predictor_torch, "jax": predictor_jax,
-             "sklearn": predictor_sklearn}
+#: ONNX operators of the hidden activations
+ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+#: the ONNX opset and IR version of the graph: old enough for every recent ONNX Runtime
+ONNX_OPSET, ONNX_IR_VERSION = 17, 8
+
+
+def onnx_graph(params, activation):
+    """An ONNX model of the network: per layer Gemm(a, W, b, transB=1) (W stored (n_out, n_in) as here),
+    the hidden activation, and Softmax(axis=1) at the end; input "X" (N, n_0), output "P" (N, n_L)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sizes = layer_sizes_of(params)
+    nodes, initializers, a = [], [], "X"
+    for l, (W, b) in enumerate(params, start=1):
+        initializers += [numpy_helper.from_array(W, f"W{l}"), numpy_helper.from_array(b, f"b{l}")]
+        nodes.append(helper.make_node("Gemm", [a, f"W{l}", f"b{l}"], [f"z{l}"], transB=1))
+        a = f"z{l}"
+        if l < len(params):
+            nodes.append(helper.make_node(ONNX_ACTIVATIONS[activation], [a], [f"a{l}"]))
+            a = f"a{l}"
+    nodes.append(helper.make_node("Softmax", [a], ["P"], axis=1))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, sizes[0]])],
+                              [helper.make_tensor_value_info("P", TensorProto.FLOAT, [None, sizes[-1]])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def predictor_onnxruntime(params, activation, threads=2):
+    """ONNX Runtime's CPU session on `onnx_graph`: `threads` intra-op threads, sequential execution,
+    every graph optimization."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(onnx_graph(params, activation).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+
+    def predict_proba(X):
+        return session.run(None, {"X": X})[0]
+
+    return predict_proba
+
+
+#: library -> {form: train function}; a form "" is the library's only one
+TRAIN = {"fastbp": {"": train_fastbp}, "torch": {"": train_torch},
+         "jax": {layout: functools.partial(train_jax, layout=layout) for layout in JAX_LAYOUTS},
+         "sklearn": {"": train_sklearn}}
+#: library -> {form: predictor}
+PREDICTOR = {"fastbp": {"": predictor_fastbp},
+             "torch": {mode: functools.partial(predictor_torch, mode=mode) for mode in ("no_grad", "inference_mode")},
+             "jax": {layout: functools.partial(predictor_jax, layout=layout) for layout in JAX_LAYOUTS},
+             "sklearn": {"": predictor_sklearn}, "onnxruntime": {"": predictor_onnxruntime}}
 
 
 # ============================================================================ measurements
@@ -290,11 +389,11 @@ def best_time(function, min_seconds: float = 0.05, repeats: int = 5) -> float:
     return min(timer.repeat(repeat=repeats, number=number)) / number
 
 
-def numpy_matmul_gflops(batch: int) -> float:
+def numpy_matmul_gflops(batch: int, sizes=LAYER_SIZES) -> float:
     """GFLOP/s of NumPy's matmul over the contractions of one training step at `batch` (same layouts)."""
     rng = np.random.default_rng(0)
     total_seconds, total_flops = 0.0, 0
-    for name, M, N, P in training_contractions(batch):
+    for name, M, N, P in training_contractions(batch, sizes):
         if name.startswith("forward"):  # a (S, n_in) @ W^T, W (n_out, n_in)
             left, right = rng.random((M, P), DTYPE), rng.random((N, P), DTYPE).T
         elif name.startswith("backward"):  # δ (S, n_out) @ W (n_out, n_in)
@@ -307,101 +406,160 @@ def numpy_matmul_gflops(batch: int) -> float:
     return total_flops / total_seconds / 1e9
 
 
-#: independent FMA chains per thread in `fma_peak_gflops`: enough to keep two 512-bit FMA units busy
-#: through a 4-cycle latency (8 vectors of 16), few enough to stay in registers
-FMA_CHAINS = 128
+def _float32_lanes() -> int:
+    """float32 lanes of the widest vectors that fastbp's kernels use here: 16 with AVX-512 (unless
+    FASTBP_VECTOR_WIDTH narrows them), else 8 (AVX2)."""
+    from llvmlite import binding
+
+    from fastbp.kernels.target import VECTOR_WIDTH
+
+    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return min(VECTOR_WIDTH, 512 if "+avx512f" in features else 256) // 32
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
-def _fma_chains(start, rounds):
-    """x ← x·c + d, `rounds` times over FMA_CHAINS independent x, on each of len(start) threads."""
-    n_threads = start.shape[0]
+#: independent FMA chains per thread in `fma_peak_gflops`: 12 vectors. Two FMA units with a 4-cycle
+#: latency keep 8 vectors in flight (Zen 3: 5 cycles, 10); 12 vectors and the 2 constants still fit in
+#: AVX2's 16 ymm registers (more would spill to memory, and the loop would time stores, not FMAs) and
+#: fill 12 of AVX-512's 32 zmm. LLVM keeps the chains in registers across the rounds loop.
+FMA_CHAINS = 12 * _float32_lanes()
+
+
+@njit(fastmath={"contract"}, cache=True)
+def _fma_chain_rounds(x0, rounds):
+    """FMA_CHAINS chains x ← x·c + d from x0, `rounds` times: the vector loop over the chains is
+    unrolled and its x held in registers, so the rounds loop is nothing but FMAs."""
     c, d = np.float32(0.999999), np.float32(1e-7)
-    out = np.empty((n_threads, FMA_CHAINS), np.float32)
-    for t in prange(n_threads):
-        x = np.full(FMA_CHAINS, start[t], np.float32)
-        for _ in range(rounds):
-            for v in range(FMA_CHAINS):
-                x[v] = x[v] * c + d
-        out[t] = x
-    return out
+    x = np.full(FMA_CHAINS, x0, np.float32)
+    for _ in range(rounds):
+        for v in range(FMA_CHAINS):
+            x[v] = x[v] * c + d
+    return x
 
 
-def fma_peak_gflops(rounds: int = 500_000) -> float:
+def fma_peak_gflops(rounds: int = 250_000) -> float:
     """This machine's float32 FMA peak in GFLOP/s on Numba's threads: a loop of nothing but FMAs in
-    registers, the ceiling of any kernel here (a dense product also loads, stores and sums)."""
-    start = np.ones(numba.get_num_threads(), np.float32)
-    seconds = best_time(lambda: _fma_chains(start, rounds), min_seconds=0.2)
-    return 2 * FMA_CHAINS * rounds * start.size / seconds / 1e9
+    registers, compiled by fastbp's `njit` (so at the vector width of fastbp's kernels: zmm on
+    AVX-512), the ceiling of any kernel here (a dense product also loads, stores and sums).
+
+    One core's rate times the number of threads: on a shared machine a parallel loop times the
+    scheduler (both threads must hold a core at once), one thread times the core. As a ceiling it
+    errs high, if anything (one busy core may clock higher than all of them).
+    """
+    # many short repeats: on a loaded machine, some of them catch the core to themselves
+    seconds = best_time(lambda: _fma_chain_rounds(np.float32(1), rounds), min_seconds=0.1, repeats=20)
+    return 2 * FMA_CHAINS * rounds * numba.get_num_threads() / seconds / 1e9
 
 
-def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd", activation="relu"):
+def run_training(libraries, batches, X, y, samples_small_batch, rounds, log, optimizer="sgd", activation="relu",
+                 sizes=LAYER_SIZES):
     """Every library's epoch and NumPy's matmul GFLOP/s, batch by batch, so that each row of the table
-    is measured side by side. Within a batch the libraries take turns for `rounds` rounds, each epoch
-    from the same initial weights, and each keeps its fastest epoch: on a shared machine a burst of
-    load then hits one library's round, not its only measurement.
+    is measured side by side. Within a batch the libraries (and each library's forms) take turns for
+    `rounds` rounds, each epoch from the same initial weights, and each keeps its fastest epoch: on a
+    shared machine a burst of load then hits one library's round, not its only measurement.
 
     Returns (rows, {batch: numpy matmul GFLOP/s}).
     """
-    params = initial_parameters()
+    params = initial_parameters(layer_sizes=sizes)
     X_eval, y_eval = X[:EVAL_SAMPLES], y[:EVAL_SAMPLES]
     rows, numpy_gflops = [], {}
     for batch in batches:
         n = min(samples_small_batch, len(X)) if batch == 1 and samples_small_batch else len(X)
-        runners = [lib for lib in libraries if not (lib == "sklearn" and batch == 1)]
+        runners = [(lib, form) for lib in libraries if lib in TRAIN and not (lib == "sklearn" and batch == 1)
+                   for form in TRAIN[lib]]
         best = {}
         for _ in range(rounds):
-            for library in runners:
+            for library, form in runners:
                 time.sleep(PAUSE_SECONDS)
-                seconds, after = TRAIN[library](X[:n], y[:n], batch, params, optimizer, activation)
-                log(f"{DISPLAY[library]:>12}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
-                if library not in best or seconds < best[library][0]:
-                    best[library] = seconds, after
-        numpy_gflops[batch] = numpy_matmul_gflops(batch)
-        for library in runners:
-            seconds, after = best[library]
-            rows.append(dict(library=library, batch=batch, samples_timed=n, seconds=seconds,
-                             seconds_per_epoch=seconds * len(X) / n,
-                             gflops=training_flops_per_sample() * n / seconds / 1e9,
+                seconds, after = TRAIN[library][form](X[:n], y[:n], batch, params, optimizer, activation)
+                log(f"{DISPLAY[library]:>12} {form:>8}  batch {batch:>4}  {n:>6} samples  {seconds:8.3f} s")
+                if (library, form) not in best or seconds < best[library, form][0]:
+                    best[library, form] = seconds, after
+        numpy_gflops[batch] = numpy_matmul_gflops(batch, sizes)
+        for library in dict.fromkeys(lib for lib, _ in runners):
+            forms = {form: best[lib, form][0] for lib, form in runners if lib == library}
+            form = min(forms, key=forms.get)
+            seconds, after = best[library, form]
+            rows.append(dict(library=library, batch=batch, samples_timed=n, seconds=seconds, form=form,
+                             seconds_by_form=forms, seconds_per_epoch=seconds * len(X) / n,
+                             gflops=training_flops_per_sample(sizes) * n / seconds / 1e9,
                              loss_after=cross_entropy(after, X_eval, y_eval, activation)))
     return rows, numpy_gflops
 
 
-def run_inference(libraries, n_samples, repeats, log, activation="relu"):
-    """Best-of-`repeats` seconds of predict_proba on n_samples rows, and agreement with fastbp.
+def _predictors(libraries, params, activation, threads):
+    """{(library, form): predict_proba} of every library and form."""
+    return {(lib, form): make(params, activation, threads)
+            for lib in libraries for form, make in PREDICTOR.get(lib, {}).items()}
 
-    As in training, the libraries take turns, each call after PAUSE_SECONDS of idle time, so that a
-    burst of load on the shared machine hits one library's call, not all of its measurements.
+
+def run_inference(libraries, n_samples, repeats, log, activation="relu", sizes=LAYER_SIZES, threads=2,
+                  latency_calls=2000, latency_blocks=5):
+    """predict_proba of every library on n_samples rows (best of `repeats` calls) and on one row (hot
+    latency: the best of `latency_calls` calls), and agreement with fastbp. Returns the rows.
+
+    As in training, the libraries and forms take turns, each call (each block of `latency_calls` /
+    `latency_blocks` single-row calls) after PAUSE_SECONDS of idle time, so that a burst of load on the
+    shared machine hits one library's turn, not all of its measurements.
     """
-    params = initial_parameters()
-    X, _ = reference_data(n_samples, seed=1)
+    params = initial_parameters(layer_sizes=sizes)
+    X, _ = reference_data(n_samples, seed=1, layer_sizes=sizes)
+    x1 = np.ascontiguousarray(X[:1])
     reference = predictor_fastbp(params, activation)(X)
-    predictors = {library: PREDICTOR[library](params, activation) for library in libraries}
+    predictors = _predictors(libraries, params, activation, threads)
     for predict in predictors.values():
-        predict(X)  # warm-up: compile, first use
-    best = dict.fromkeys(libraries, math.inf)
+        predict(X), predict(x1)  # warm-up: compile, first use
+    best = dict.fromkeys(predictors, math.inf)
     for _ in range(repeats):
-        for library, predict in predictors.items():
+        for key, predict in predictors.items():
             time.sleep(PAUSE_SECONDS)
             start = time.perf_counter()
             predict(X)
-            best[library] = min(best[library], time.perf_counter() - start)
+            best[key] = min(best[key], time.perf_counter() - start)
+    single = _latencies(predictors, x1, latency_calls, latency_blocks)
     rows = []
-    for library, predict in predictors.items():
-        seconds = best[library]
-        rows.append(dict(library=library, samples=n_samples, seconds=seconds,
-                         gflops=forward_flops_per_sample() * n_samples / seconds / 1e9,
-                         max_abs_diff=float(np.abs(np.asarray(predict(X), np.float64) - reference).max())))
-        log(f"{DISPLAY[library]:>12}  predict_proba {n_samples} samples  {seconds * 1e3:8.2f} ms")
+    for library in dict.fromkeys(lib for lib, _ in predictors):
+        forms = [form for lib, form in predictors if lib == library]
+        form = min(forms, key=lambda f: best[library, f])
+        single_form = min(forms, key=lambda f: single[library, f][0])
+        seconds = best[library, form]
+        rows.append(dict(library=library, samples=n_samples, seconds=seconds, form=form,
+                         seconds_by_form={f: best[library, f] for f in forms},
+                         gflops=forward_flops_per_sample(sizes) * n_samples / seconds / 1e9,
+                         single_seconds=single[library, single_form][0],
+                         single_median_seconds=single[library, single_form][1], single_form=single_form,
+                         single_seconds_by_form={f: single[library, f][0] for f in forms},
+                         max_abs_diff=float(np.abs(np.asarray(predictors[library, form](X), np.float64)
+                                                   - reference).max())))
+        log(f"{DISPLAY[library]:>12}  predict_proba {n_samples} samples  {seconds * 1e3:8.2f} ms ({form or '-'}); "
+            f"1 sample {rows[-1]['single_seconds'] * 1e6:8.1f} µs ({single_form or '-'})")
     return rows
+
+
+def _latencies(predictors, x1, calls, blocks):
+    """{key: (best, median) seconds of one call predict(x1)} over `calls` calls per predictor, in
+    `blocks` blocks, the predictors taking turns block by block. Each call is timed on its own."""
+    per_block = max(1, calls // blocks)
+    times = {key: [] for key in predictors}
+    for _ in range(blocks):
+        for key, predict in predictors.items():
+            time.sleep(PAUSE_SECONDS)
+            for _ in range(20):  # hot: the threads and caches warm again after the pause
+                predict(x1)
+            clock, block = time.perf_counter, times[key]
+            for _ in range(per_block):
+                start = clock()
+                predict(x1)
+                block.append(clock() - start)
+    return {key: (min(t), float(np.median(t))) for key, t in times.items()}
 
 
 # ============================================================================ report
 def training_table(rows, libraries, numpy_gflops, samples) -> str:
-    peers = [lib for lib in libraries if lib != "fastbp"]
+    peers = [lib for lib in libraries if lib != "fastbp" and lib in TRAIN]
     header = ["batch", "fastbp s"]
     for lib in peers:
-        header += [f"{DISPLAY[lib]} s", f"fastbp/{DISPLAY[lib]}"]
+        header += [f"{DISPLAY[lib]} s", f"fastbp/{DISPLAY[lib]}"] + ([f"{DISPLAY[lib]} form"]
+                                                                     if len(TRAIN[lib]) > 1 else [])
     header += ["fastbp GFLOP/s", "numpy matmul GFLOP/s", "fastbp/numpy GFLOP/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     by_key = {(r["library"], r["batch"]): r for r in rows}
@@ -412,6 +570,8 @@ def training_table(rows, libraries, numpy_gflops, samples) -> str:
         for lib in peers:
             theirs = by_key.get((lib, batch))
             cells += [_seconds(theirs), _ratio(ours, theirs)]
+            if len(TRAIN[lib]) > 1:
+                cells.append("–" if theirs is None else f"`{theirs['form']}`")
         gflops = ours["gflops"] if ours else None
         cells += [_number(gflops), _number(numpy_gflops[batch]),
                   _number(gflops / numpy_gflops[batch] if gflops else None, 2)]
@@ -423,10 +583,21 @@ def peak_line(rows, peak) -> str:
     """The machine's FMA peak, and the share of it that fastbp's step reached at each batch size."""
     shares = ", ".join(f"{r['gflops'] / peak:.0%} at batch {r['batch']}" for r in rows if r["library"] == "fastbp")
     return (f"This machine's float32 FMA peak on {numba.get_num_threads()} threads: {peak:.0f} GFLOP/s "
-            f"(`fma_peak_gflops`: FMAs in registers only). fastbp's step ran at {shares}.")
+            f"(`fma_peak_gflops`: FMAs in registers only, one core's rate × threads). fastbp's step ran at {shares}.")
+
+
+def peak_warnings(training, numpy_gflops, inference, peak) -> list[str]:
+    """A loud line for every GFLOP/s of this run above the measured FMA peak: then the peak is wrong
+    (measured below the CPU's width, or disturbed by load) or a FLOP count is."""
+    measured = [(f"{DISPLAY[r['library']]} training at batch {r['batch']}", r["gflops"]) for r in training]
+    measured += [(f"NumPy matmul at batch {batch}", g) for batch, g in numpy_gflops.items()]
+    measured += [(f"{DISPLAY[r['library']]} inference", r["gflops"]) for r in inference]
+    return [f"**WARNING: peak is wrong: {what} ran at {gflops:.0f} GFLOP/s, above the measured FMA peak of "
+            f"{peak:.0f} GFLOP/s.**" for what, gflops in measured if gflops > peak]
 
 
 def loss_table(rows, libraries) -> str:
+    libraries = [lib for lib in libraries if lib in TRAIN]
     header = ["batch"] + [DISPLAY[lib] for lib in libraries]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     by_key = {(r["library"], r["batch"]): r for r in rows}
@@ -439,11 +610,16 @@ def loss_table(rows, libraries) -> str:
 
 def inference_table(rows) -> str:
     ours = next((r for r in rows if r["library"] == "fastbp"), None)
-    lines = ["| library | ms | fastbp/library | GFLOP/s | max abs difference from fastbp |",
-             "|---|---:|---:|---:|---:|"]
+    n = f"{rows[0]['samples']:,}" if rows else ""
+    lines = [f"| library | {n} samples ms | fastbp/library | GFLOP/s | 1 sample µs (best) | 1 sample µs (median) "
+             "| fastbp/library (1 sample) | form (N; 1) | max abs difference from fastbp |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
+        single = "–" if ours is None else f"{ours['single_seconds'] / r['single_seconds']:.2f}"
+        forms = "–" if not (r["form"] or r["single_form"]) else f"`{r['form']}`; `{r['single_form']}`"
         lines.append(f"| {DISPLAY[r['library']]} | {r['seconds'] * 1e3:.2f} | {_ratio(ours, r)} | "
-                     f"{r['gflops']:.1f} | {r['max_abs_diff']:.1e} |")
+                     f"{r['gflops']:.1f} | {r['single_seconds'] * 1e6:.1f} | {r['single_median_seconds'] * 1e6:.1f} | "
+                     f"{single} | {forms} | {r['max_abs_diff']:.1e} |")
     return "\n".join(lines)
 
 
@@ -490,7 +666,7 @@ def optimizer_label(args) -> str:
 
 
 def plot_title(args, info) -> str:
-    sizes = "-".join(map(str, LAYER_SIZES))
+    sizes = "-".join(map(str, args.sizes))
     small = (f"batch 1 timed on {args.samples_small_batch:,} samples and scaled · "
              if args.samples_small_batch and 1 in args.batches else "")
     return (f"MLP {sizes}, {optimizer_label(args)}, one epoch of {args.samples:,} samples, float32, "
@@ -504,7 +680,7 @@ def environment(threads: int) -> dict:
                 cpu=_cpu_model(), cores=os.cpu_count(), python=platform.python_version(), threads=threads,
                 env={k: v for k, v in os.environ.items()
                      if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "NUMBA_", "XLA_"))})
-    for library, module in MODULES.items():
+    for library, (module, *_) in MODULES.items():
         if importlib.util.find_spec(module):
             info[library] = __import__(module).__version__
     info["numpy"] = np.__version__
@@ -533,6 +709,9 @@ def _cpu_model() -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(LAYER_SIZES), metavar="N",
+                        help="layer sizes n_0 ... n_L (default the reference 784 256 128 10); "
+                             "e.g. 784 1024 1024 10")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 128, 512])
     parser.add_argument("--samples", type=int, default=60_000, help="samples per epoch (default 60000)")
     parser.add_argument("--samples-small-batch", type=int, default=0, metavar="N",
@@ -543,6 +722,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="epochs timed per (library, batch), the libraries taking turns; the best is kept")
     parser.add_argument("--repeats", type=int, default=10,
                         help="inference calls per library, the libraries taking turns; the best is kept")
+    parser.add_argument("--latency-calls", type=int, default=2000,
+                        help="single-sample predict_proba calls per library and form (default 2000); the best "
+                             "is kept")
+    parser.add_argument("--latency-blocks", type=int, default=5,
+                        help="the latency calls come in this many blocks, the libraries taking turns")
     parser.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES),
                         help="the ones not installed are skipped")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
@@ -550,14 +734,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
                         help="the hidden layers' activation (relu: the reference job; sigmoid is scikit-learn's "
                              "'logistic')")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch.set_num_threads and ONNX Runtime's intra-op threads (default 2)")
     parser.add_argument("--plot", type=Path, help="write a PNG plot of seconds per epoch vs batch size")
     parser.add_argument("--json", type=Path, help="write every measurement as JSON")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke check: 4096 samples (512 at batch 1), 2000 for inference, 2 repeats")
+                        help="smoke check: 4096 samples (512 at batch 1), 2000 for inference, 2 repeats, "
+                             "200 latency calls")
     args = parser.parse_args(argv)
+    if len(args.sizes) < 2 or min(args.sizes) < 1 or args.sizes[-1] < 2:
+        parser.error(f"--sizes {' '.join(map(str, args.sizes))}: give at least an input and an output size, all "
+                     "positive, at least 2 classes")
+    args.sizes = tuple(args.sizes)
     if args.quick:
         args.samples, args.samples_small_batch, args.inference_samples, args.repeats = 4096, 512, 2000, 2
+        args.latency_calls, args.latency_blocks = 200, 2
     return args
 
 
@@ -567,7 +758,7 @@ def main(argv=None) -> dict:
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
-    libraries = [lib for lib in args.libraries if importlib.util.find_spec(MODULES[lib])]
+    libraries = [lib for lib in args.libraries if all(importlib.util.find_spec(m) for m in MODULES[lib])]
     if "fastbp" not in libraries:
         raise SystemExit("fastbp is not importable: pip install -e . from the repository root")
     if args.optimizer == "adam" and "jax" in libraries and not importlib.util.find_spec("optax"):
@@ -580,12 +771,15 @@ def main(argv=None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    X, y = reference_data(args.samples)
+    X, y = reference_data(args.samples, layer_sizes=args.sizes)
     load_before = os.getloadavg()[0]
     training, numpy_gflops = run_training(libraries, args.batches, X, y, args.samples_small_batch, args.rounds,
-                                          log, args.optimizer, args.activation)
-    inference = run_inference(libraries, args.inference_samples, args.repeats, log, args.activation)
+                                          log, args.optimizer, args.activation, args.sizes)
+    inference = run_inference(libraries, args.inference_samples, args.repeats, log, args.activation, args.sizes,
+                              args.threads, args.latency_calls, args.latency_blocks)
     peak = fma_peak_gflops()
+    for line in peak_warnings(training, numpy_gflops, inference, peak):
+        log(line)
     info = environment(args.threads)
     info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     report = _report(args, libraries, training, numpy_gflops, peak, inference, info)
@@ -601,7 +795,9 @@ def main(argv=None) -> dict:
 
 
 def _report(args, libraries, training, numpy_gflops, peak, inference, info) -> str:
-    sizes = "-".join(map(str, LAYER_SIZES))
+    sizes = "-".join(map(str, args.sizes))
+    jax_note = (" JAX form: the weight layout that won, W (n_out, n_in) with `x @ W.T` or W (n_in, n_out) "
+                "with `x @ W` (both timed, taking turns)." if "jax" in libraries else "")
     small = (f" * batch 1: {args.samples_small_batch:,} samples timed, scaled to {args.samples:,}."
              if args.samples_small_batch and 1 in args.batches else "")
     return "\n".join([
@@ -609,20 +805,26 @@ def _report(args, libraries, training, numpy_gflops, peak, inference, info) -> s
         "",
         training_table(training, libraries, numpy_gflops, args.samples),
         "",
-        f"fastbp/peer < 1: fastbp is faster.{small} GFLOP/s count the whole step "
-        f"({training_flops_per_sample():,} FLOP per sample); numpy matmul GFLOP/s: NumPy's matmul on the same "
-        "step's contractions at that batch size, measured in this run.",
+        f"fastbp/peer < 1: fastbp is faster.{small}{jax_note} GFLOP/s count the whole step "
+        f"({training_flops_per_sample(args.sizes):,} FLOP per sample); numpy matmul GFLOP/s: NumPy's matmul on the "
+        "same step's contractions at that batch size, measured in this run.",
         "",
         peak_line(training, peak),
         "",
+        *[line + "\n" for line in peak_warnings(training, numpy_gflops, inference, peak)],
         f"Best of {args.rounds} epoch(s) per cell. Loss on the first {EVAL_SAMPLES:,} samples after the epoch "
         "(the same job gives the same loss):",
         "",
         loss_table(training, libraries),
         "",
-        f"## Inference: predict_proba on {args.inference_samples:,} samples (best of {args.repeats})",
+        f"## Inference: predict_proba on {args.inference_samples:,} samples (best of {args.repeats}) and on "
+        f"1 sample (hot, best of {args.latency_calls:,} calls in {args.latency_blocks} blocks), MLP {sizes}",
         "",
         inference_table(inference),
+        "",
+        "fastbp/library < 1: fastbp is faster. Form: the faster of a library's forms on N samples and on 1 "
+        "(PyTorch: `no_grad` or `inference_mode`; JAX: the weight layout). ONNX Runtime: "
+        f"{args.threads} intra-op threads, sequential, all graph optimizations.",
         "",
         f"{info['date']} · {info['cpu']} · {info['cores']} cores · load average {info['load_average'][0]} before, "
         f"{info['load_average'][1]} after · torch threads {args.threads} · "

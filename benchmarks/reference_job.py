@@ -1,6 +1,6 @@
 """The reference job of the benchmarks, shared by the pytest micro-benchmarks, `peers.py` and `startup.py`.
 
-MLP 784-256-128-10, relu hidden layers, softmax + cross-entropy, plain SGD with lr 0.01, float32,
+MLP 784-256-128-10 (the helpers also take other layer sizes, e.g. the wide 784-1024-1024-10), relu hidden layers, softmax + cross-entropy, plain SGD with lr 0.01, float32,
 random samples (pixels uniform in [0, 1), labels uniform in 0..9), one epoch without shuffling.
 
 FLOP counting (the issue's rule): per sample and layer l, 2·n_{l-1}·n_l for the forward
@@ -20,11 +20,11 @@ N_CLASSES = LAYER_SIZES[-1]
 LAYER_SHAPES = tuple(zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]))
 
 
-def reference_data(n_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """X: (n_samples, 784) float32 in [0, 1), y: (n_samples,) int64 labels in 0..9."""
+def reference_data(n_samples: int, seed: int = 0, layer_sizes=LAYER_SIZES) -> tuple[np.ndarray, np.ndarray]:
+    """X: (n_samples, n_0) float32 in [0, 1), y: (n_samples,) int64 labels in 0..n_L - 1."""
     rng = np.random.default_rng(seed)
-    X = rng.random((n_samples, LAYER_SIZES[0]), dtype=DTYPE)
-    y = rng.integers(0, N_CLASSES, n_samples)
+    X = rng.random((n_samples, layer_sizes[0]), dtype=DTYPE)
+    y = rng.integers(0, layer_sizes[-1], n_samples)
     return X, y
 
 
@@ -54,14 +54,14 @@ def training_contractions(batch: int, layer_sizes=LAYER_SIZES) -> list[tuple[str
     return products
 
 
-def initial_parameters(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (W^l, b^l) of `fastbp.MLP(LAYER_SIZES, seed=seed)`, copied: every library starts from them.
+def initial_parameters(seed: int = 0, layer_sizes=LAYER_SIZES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (W^l, b^l) of `fastbp.MLP(layer_sizes, seed=seed)`, copied: every library starts from them.
 
     W^l has shape (n_l, n_{l-1}), as in fastbp and torch.nn.Linear.
     """
     import fastbp
 
-    model = fastbp.MLP(list(LAYER_SIZES), activation="relu", output="softmax", dtype=DTYPE, seed=seed)
+    model = fastbp.MLP(list(layer_sizes), activation="relu", output="softmax", dtype=DTYPE, seed=seed)
     return [(W.copy(), b.copy()) for W, b in zip(model.weights, model.biases)]
 
 

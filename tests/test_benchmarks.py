@@ -1,6 +1,8 @@
 """The benchmarks still run and still check themselves: every micro-benchmark once, untimed (each one
 compares its kernel with NumPy), and the peers script's quick mode with the peers that are core
-dependencies (scikit-learn), checking that both libraries did the same job."""
+dependencies (scikit-learn; ONNX Runtime's inference too where the `peers` extra is installed), checking
+that the libraries did the same job."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -25,15 +27,23 @@ def test_micro_benchmarks_agree_with_numpy():
 
 def test_peers_quick_mode_runs_the_same_job(tmp_path):
     out = tmp_path / "peers.json"
-    done = run("benchmarks/peers.py", "--quick", "--libraries", "fastbp", "sklearn", "--batches", "1", "64",
-               "--json", str(out), "--plot", str(tmp_path / "peers.png"))
+    done = run("benchmarks/peers.py", "--quick", "--libraries", "fastbp", "sklearn", "onnxruntime", "--batches",
+               "1", "64", "--json", str(out), "--plot", str(tmp_path / "peers.png"))
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(out.read_text())
-    training = results["training"]
+    training, peak = results["training"], results["fma_peak_gflops"]
     assert {(r["library"], r["batch"]) for r in training} == {("fastbp", 1), ("fastbp", 64), ("sklearn", 64)}
-    # nothing outruns the machine's FMA peak: a wrong FLOP count or a broken peak loop would
-    assert all(0 < r["gflops"] < results["fma_peak_gflops"] for r in training)
-    assert f" threads: {results['fma_peak_gflops']:.0f} GFLOP/s" in done.stdout
+    # nothing outruns the machine's FMA peak: a wrong FLOP count or a peak loop below the CPU's width would,
+    # and NumPy's BLAS, which uses the whole width, is the check of the peak
+    assert all(0 < r["gflops"] < peak for r in training)
+    assert all(0 < gflops < peak for gflops in results["numpy_matmul_gflops"].values())
+    assert "peak is wrong" not in done.stdout
+    assert f" threads: {peak:.0f} GFLOP/s" in done.stdout
+    inference = {r["library"]: r for r in results["inference"]}
+    onnx = importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx")
+    assert set(inference) == {"fastbp", "sklearn"} | ({"onnxruntime"} if onnx else set())
+    assert all(r["seconds"] > 0 and 0 < r["single_seconds"] <= r["single_median_seconds"] for r in inference.values())
+    assert all(r["max_abs_diff"] < 1e-5 for r in inference.values())  # the same weights, the same probabilities
     losses = {r["library"]: r["loss_after"] for r in training if r["batch"] == 64}
     assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3  # same weights, batches and lr: same loss
     assert (tmp_path / "peers.png").stat().st_size > 0
@@ -53,6 +63,12 @@ def test_peers_adam_runs_the_same_job(tmp_path):
     assert "Adam lr 0.001" in report
     # scikit-learn adds Adam's eps before the bias correction, PyTorch and fastbp after: close, not equal
     assert abs(losses["fastbp"] - losses["sklearn"]) < 5e-3
+
+
+def test_peers_runs_other_layer_sizes(tmp_path):
+    report, losses = _quick_peers_at_batch_64(tmp_path, "--sizes", "64", "48", "32", "5")
+    assert "MLP 64-48-32-5," in report
+    assert abs(losses["fastbp"] - losses["sklearn"]) < 1e-3
 
 
 def test_peers_activation_runs_the_same_job(tmp_path):
