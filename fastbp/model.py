@@ -202,6 +202,13 @@ class MLP:
 
         save(self, path)
 
+    def to_onnx(self, path=None, opset: int = 18):
+        """The ONNX graph of `predict_proba` (an ``onnx.ModelProto``), written to `path` when given;
+        needs ``pip install fastbp[onnx]`` (`fastbp.onnx.to_onnx`)."""
+        from .onnx import to_onnx
+
+        return to_onnx(self, path, opset)
+
     # ------------------------------------------------------------------ fit helpers
     def _check_optimizer(self, optimizer: Optimizer | None) -> Optimizer:
         if optimizer is None:

@@ -95,6 +95,14 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "model_")
         return list(self.model_.biases)
 
+    def to_onnx(self, path=None, opset: int = 18):
+        """The ONNX graph of the fitted network's outputs (`predict_proba` for the classifier, the
+        predicted values as an (n_samples, n_outputs) matrix for the regressor), written to `path`
+        when given; needs ``pip install fastbp[onnx]``. Class labels are not part of the graph:
+        map the argmax through `classes_`."""
+        check_is_fitted(self, "model_")
+        return self.model_.to_onnx(path, opset)
+
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental: bool, classes=None):
         self._check_parameters()
