@@ -36,6 +36,10 @@ class MLP:
     dtype : np.float32 or np.float64, default np.float32
     seed : int, default 0
         Seeds the initialisation (He for relu layers, Glorot for the others and the output layer).
+    dropout : float in [0, 1), default 0
+        Inverted dropout on every hidden layer during `fit` (each unit kept with probability 1 - p and
+        scaled by 1/(1 - p)); the masks follow from fit's `seed` and the step count. Never applied by
+        `predict_proba`, `evaluate` or `loss_and_grads`.
 
     Attributes
     ----------
@@ -46,12 +50,13 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
-                 output: str = "softmax", dtype=np.float32, seed: int = 0) -> None:
+                 output: str = "softmax", dtype=np.float32, seed: int = 0, dropout: float = 0.0) -> None:
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         self.activations = _check_activations(activation, len(self.layer_sizes) - 2)
         self.output = _check_name(output, K.OUTPUTS, "output")
         self.dtype = _check_dtype(dtype)
         self.seed = seed
+        self.dropout = _check_dropout(dropout)
         self._sizes = np.array(self.layer_sizes, dtype=np.int64)
         self._codes = np.array([K.ACTIVATIONS[a] for a in self.activations] + [K.OUTPUTS[self.output]],
                                dtype=np.int64)
@@ -125,7 +130,7 @@ class MLP:
         optimizer : SGD, Adam or AdamW, default: the optimizer of the previous fit, else SGD(lr=0.01)
             Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
-        seed : int, seeds the shuffling and the validation split
+        seed : int, seeds the shuffling, the validation split and the dropout masks
         verbose : int, 0 silent, 1 a progress bar (stderr) and one line per epoch (stdout), 2 the lines only
         alpha : float ≥ 0, L2 penalty on the weights, scikit-learn's convention: a batch of S samples
             adds ``α/(2S) Σ_l ||W^l||²`` to its loss (biases are not penalised)
@@ -159,7 +164,7 @@ class MLP:
         callbacks = _check_callbacks(callbacks)
         rates = [optimizer.learning_rate(optimizer.epochs + e) for e in range(epochs)]  # checks the schedule
         history = self._empty_history(validation is not None)
-        run = _Run(self, optimizer, batch_size, alpha, clip_norm)
+        run = _Run(self, optimizer, batch_size, alpha, clip_norm, seed)
         with _Progress(verbose, epochs) as progress:
             for epoch in range(1, epochs + 1):
                 order = rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0])
@@ -318,8 +323,10 @@ class MLP:
 class _Run:
     """One fit's buffers and the compiled epoch for its optimizer; an epoch that diverges is undone."""
 
-    def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None):
+    def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None,
+                 seed: int = 0):
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.dropout = (float(getattr(model, "dropout", 0.0)), _dropout_seed(seed))
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else empty_on_a_line(model._params.shape, model.dtype)
@@ -337,12 +344,12 @@ class _Run:
         with parallel_section():
             if self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR])
+                                                  self.work, hyper[LR], *self.dropout, opt.steps)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps)
+                    hyper, self.state, opt.steps, *self.dropout)
         seconds = time.perf_counter() - start
         N = X.shape[0]
         if not np.isfinite(loss_sum) or not np.isfinite(m._params).all():
@@ -456,6 +463,18 @@ def _check_positive(value, name: str) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
+
+
+def _check_dropout(p) -> float:
+    p = _check_non_negative(p, "dropout")
+    if p >= 1:
+        raise ValueError(f"dropout is the probability of dropping a hidden unit and must lie in [0, 1), got {p}")
+    return p
+
+
+def _dropout_seed(seed) -> int:
+    """fit's seed as the integer the dropout masks hash (any int; other seeds count as 0)."""
+    return int(seed) % (1 << 63) if isinstance(seed, (int, np.integer)) else 0
 
 
 def _check_verbose(verbose) -> int:

@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .model import MLP
+from .model import MLP, _check_dropout
 from .optim import SGD, Adam, Optimizer
 
 try:  # scikit-learn ≥ 1.6
@@ -42,7 +42,7 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dtype=np.float32):
+                 n_iter_no_change=10, dtype=np.float32, dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -64,6 +64,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ public API
     def fit(self, X, y):
@@ -120,6 +121,7 @@ class _BaseMLP(BaseEstimator):
         batch_size = self._batch_size(X.shape[0])
         epochs = 1 if incremental else self.max_iter
         stopper = _SklearnStopping(self, validation, incremental)
+        self.model_.dropout = _check_dropout(self.dropout)  # also after set_params on a warm start
         self.model_.fit(X, T, epochs=epochs, batch_size=batch_size, optimizer=self._optimizer,
                         shuffle=self.shuffle, seed=_seed(rng), verbose=2 if self.verbose else 0,
                         alpha=self.alpha, callbacks=[stopper])
@@ -183,6 +185,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}")
         if self.alpha < 0 or self.tol < 0:
             raise ValueError(f"alpha and tol must be ≥ 0, got alpha={self.alpha!r}, tol={self.tol!r}")
+        _check_dropout(self.dropout)
 
     # ------------------------------------------------------------------ prediction helpers
     def _outputs(self, X) -> np.ndarray:
@@ -228,6 +231,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2, epsilon : float (solver="adam")
     n_iter_no_change : int, default 10
     dtype : np.float32 or np.float64, default np.float32
+    dropout : float in [0, 1), default 0
+        Inverted dropout on the hidden layers while training (not in scikit-learn); predictions use none.
 
     Attributes
     ----------

@@ -15,6 +15,7 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY
 from .common import PARALLEL_WORK, task_range
+from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
 from .losses import count_correct, output_activation_serial, output_loss
@@ -135,11 +136,29 @@ def batch_rows(X, T, index, work, woff, sizes):
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, poff, A0, work, woff, S):
+def forward(sizes, codes, params, poff, A0, work, woff, S, p=0.0, key=0):
     """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
+    p > 0: inverted dropout on every hidden a^l, masks from key = `dropout.step_key(seed, step)`.
     """
-    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+    if p > 0:
+        _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key)
+    else:
+        _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+
+
+@njit(inline="always", cache=True)
+def _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key):
+    """`_layers` with inverted dropout applied to each hidden a^l before the next layer reads it."""
+    L = sizes.shape[0] - 1
+    A_in = A0
+    for l in range(1, L + 1):
+        W, b = _weights(params, poff, sizes, l)
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        if l < L:
+            dropout_forward(A_out, p, layer_key(key, l))
+        A_in = A_out
 
 
 @njit(inline="always", cache=True)
@@ -170,23 +189,25 @@ def output_and_loss(sizes, codes, T, work, woff, S):
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out):
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, p=0.0, key=0):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (seed 002).
+    p > 0, key: inverted dropout on the hidden layers (`forward`).
     Returns (batch-mean loss, number of correct predictions).
     """
-    forward(sizes, codes, params, poff, A0, work, woff, S)
-    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True)
+    forward(sizes, codes, params, poff, A0, work, woff, S, p, key)
+    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, p, key)
 
 
 @njit(parallel=True, cache=True)
-def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights):
+def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, p=0.0, key=0):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
+    p > 0: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
@@ -196,7 +217,11 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
         G, g = _weights(out, poff, sizes, l)
         D = _mat(work, woff[l, D_], S, sizes[l])
         A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
-        if l > 1:
+        if l > 1 and p > 0:  # Σ_k δ_k W_kj, then the mask, 1/(1-p) and f' (dropout.dropout_backward)
+            dense_backward(D, W, A_in, IDENTITY, _mat(work, woff[l - 1, D_], S, sizes[l - 1]))
+            dropout_backward(_mat(work, woff[l - 1, D_], S, sizes[l - 1]), A_in, codes[l - 2], p,
+                             layer_key(key, l - 1))
+        elif l > 1:
             dense_backward(D, W, A_in, codes[l - 2], _mat(work, woff[l - 1, D_], S, sizes[l - 1]))
         if weights:
             dense_weight_gradient(D, A_in, alpha, beta, G)
@@ -205,7 +230,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
 
 
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=0.0, key=0):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
@@ -213,6 +238,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
     S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
     sometimes a literal 0 would compile this function once more for each such call.)
+    p > 0, key: inverted dropout on this batch's hidden a^l (`forward`).
     """
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
@@ -224,11 +250,13 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         A_prev = _mat(work_prev, woff[l - 1, A_], S_prev, sizes[l - 1]) if l > 1 else A0_prev
         A_out = _mat(work, woff[l, A_], S, sizes[l])
         dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        if p > 0 and l < L:
+            dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, p=0.0, seed=0, t=0):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -237,6 +265,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
     `batch_rows` put it.
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
     work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
+    p > 0: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
     Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
@@ -250,9 +279,10 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
         i = start // batch_size % 2
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
-        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff)
+        key = step_key(seed, t + start // batch_size) if p > 0 else 0
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
-                                          params, False)
+                                          params, False, p, key)
         total_loss += loss * S
         total_correct += correct
         A0_prev, work_prev = A0, work_i
@@ -262,14 +292,16 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr):
 
 
 @njit(parallel=True, cache=True)
-def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t):
+def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
+                          p=0.0, seed=0):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
     work: a workspace for batch capacity `batch_size` · grads: (P,) scratch for g
     code, hyper, state, t: the optimizer (`optimizers.optimizer_step`); t = steps taken so far.
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
-    hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
+    hyper[MAX_NORM] > 0 clips ||g||₂ to it. p > 0: inverted dropout, the masks of step t from `seed`.
+    Returns (Σ_batches S·(E + penalty), number correct, t).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -278,7 +310,9 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
         A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
-        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads)
+        key = step_key(seed, t) if p > 0 else 0
+        loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
+                                         p, key)
         if hyper[L2] > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
         if hyper[MAX_NORM] > 0:
