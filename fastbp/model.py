@@ -15,6 +15,7 @@ from . import kernels as K
 from .buffers import copy_on_a_line, empty_on_a_line, zeros_on_a_line
 from .kernels.optimizers import LR
 from .optim import SGD, Optimizer
+from . import sparse_input
 from .threading import parallel_section
 from .validation import check_positive_int, check_targets, check_X
 
@@ -106,6 +107,10 @@ class MLP:
         X, T = self._check_data(X, y)
         S = X.shape[0]
         grads = empty_on_a_line(self._params.shape, self.dtype)
+        if sparse_input.is_sparse(X):
+            with parallel_section():
+                loss = sparse_input.loss_and_grads(self, X, T, grads)
+            return loss, *self._views(grads)
         with parallel_section():
             loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T,
                                          self._workspace(S), K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0,
@@ -123,7 +128,7 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like (N, n_0)
+        X : array-like (N, n_0), or a scipy.sparse matrix (kept sparse: a compiled sparse first layer)
         y : targets: see `output` in the class docstring
         epochs : int, number of passes over the data
         batch_size : int, samples per step (the last batch of an epoch may be smaller)
@@ -260,7 +265,10 @@ class MLP:
         losses = np.empty(X.shape[0], self.dtype)  # E_s
         logits = np.append(self._codes[:-1], K.IDENTITY_SE)  # the same network with the logits as outputs
         with parallel_section():
-            K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(), Z)
+            if sparse_input.is_sparse(X):
+                sparse_input.outputs(self, X, logits, Z)
+            else:
+                K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(), Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
         return loss, None if self.output == "identity" else correct / X.shape[0]
@@ -276,6 +284,9 @@ class MLP:
         X = check_X(X, self.layer_sizes[0], self.dtype)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         with parallel_section():
+            if sparse_input.is_sparse(X):  # CSR: the sparse first layer, then the dense layers
+                sparse_input.outputs(self, X, self._codes, out)
+                return out
             K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(), out)
         return out
 
@@ -342,7 +353,10 @@ class _Run:
         saved = m._params.copy(), self.state.copy(), opt.steps
         start = time.perf_counter()
         with parallel_section():
-            if self.fused:
+            if sparse_input.is_sparse(X):  # CSR: kernels.sparse, one workspace per fit
+                self.sparse = getattr(self, "sparse", None) or sparse_input.SparseEpoch(self)
+                loss_sum, correct = self.sparse(X, T, order, hyper)
+            elif self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
                                                   self.work, hyper[LR], *self.dropout, opt.steps)
                 opt.steps += -(-X.shape[0] // self.batch_size)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .model import MLP, _check_dropout
 from .optim import SGD, Adam, Optimizer
+from .sparse_input import is_sparse
 
 try:  # scikit-learn ≥ 1.6
     from sklearn.utils.validation import validate_data
@@ -111,8 +112,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not (hasattr(self, "model_") and (incremental or self.warm_start))
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32), multi_output=True,
-                             y_numeric=isinstance(self, RegressorMixin))
-        X = np.ascontiguousarray(X, dtype=self.dtype)  # one dtype before the validation split
+                             y_numeric=isinstance(self, RegressorMixin), accept_sparse=("csr", "csc"))
+        # one dtype before the validation split; sparse X stays sparse (CSR)
+        X = X.tocsr().astype(self.dtype, copy=False) if is_sparse(X) else np.ascontiguousarray(X, dtype=self.dtype)
         T = self._encode(y, first, classes)
         rng = check_random_state(self.random_state)
         if first:
@@ -190,12 +192,12 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ prediction helpers
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), accept_sparse=("csr", "csc"))
         return self.model_.predict_proba(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True  # CSR/CSC, kept sparse (fastbp.sparse_input)
         return tags
 
 

@@ -1,0 +1,188 @@
+"""The first layer on sparse input (CSR rows), and the training epoch that uses it; layers 2..L stay dense.
+
+Forward   z^1_{sk} = b_k + Σ_{j ∈ nnz(x_s)} W_kj x_sj,   a^1 = f(z^1)
+Gradient  G_kj ← β G_kj + α Σ_s δ^1_sk x_sj, over the nonzeros x_sj only
+
+(the dense layer's equations, `dense`, with the zero terms left out). X is given by its CSR arrays
+`indptr` (N+1,), `indices` (nnz,), `data` (nnz,): row r's nonzeros are data[indptr[r]:indptr[r+1]]
+in the columns indices[...]; a batch is the array `rows` of its row numbers, read in place.
+Both kernels are parallel over the units k: each thread owns whole rows W[k, :] and G[k, :], so no two
+threads add into one element (the rule of `dense`), and each element sums its terms in order of s,
+then of the nonzeros: bit-identical for any number of threads. No fast-math flags: every z[s, k] is the
+same sequence of multiplies and adds in the training kernel (gathering W[k, j]) and in the inference
+kernel (`sparse_first_layer`, rows of Wᵀ), so both give the same bits.
+The input layer needs no δ^0, so the workspace here has n_0 = 0 (`workspace_offsets(sizes_0)`): the
+dense batch a^0, (B, n_0), is never built.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .activations import IDENTITY, activate
+from .common import PARALLEL_WORK, cast_like, unsigned_range
+from .dense import dense_forward, dense_weight_gradient
+from .dropout import dropout_forward, layer_key, step_key
+from .optimizers import L2, LR, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
+from .training import A_, D_, _mat, _weights, loss_and_backward, param_offsets, workspace_offsets
+
+
+@njit(inline="always", cache=True)
+def _forward_unit(indptr, indices, data, rows, W, b, code, A_out, k):
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        z = b[k]
+        for q in range(indptr[r], indptr[r + 1]):
+            z += W[k, indices[q]] * data[q]
+        A_out[s, k] = activate(code, z)
+
+
+@njit(parallel=True, cache=True)
+def sparse_forward(indptr, indices, data, rows, W, b, code, A_out):
+    """a[s, k] = f(b[k] + Σ_{q ∈ row rows[s]} W[k, indices[q]] data[q])
+
+    rows: (S,) rows of X · W: (n_out, n_in) · b: (n_out,) · A_out: (S, n_out), written.
+    Parallel over units k (serial below PARALLEL_WORK multiply-adds): a thread reads one row of W,
+    which stays in cache for the whole batch.
+    """
+    n_out = W.shape[0]
+    if n_out * (indptr[-1] * rows.shape[0] // max(indptr.shape[0] - 1, 1)) < PARALLEL_WORK:
+        for k in range(n_out):
+            _forward_unit(indptr, indices, data, rows, W, b, code, A_out, k)
+    else:
+        for k in prange(n_out):
+            _forward_unit(indptr, indices, data, rows, W, b, code, A_out, k)
+
+
+@njit(inline="always", cache=True)
+def _gradient_unit(indptr, indices, data, rows, D, alpha, beta, G, k):
+    if beta != 1:  # β = 0 writes zeros (never 0 · an old NaN); β = 1, the fused SGD step, reads G as is
+        for j in range(G.shape[1]):
+            G[k, j] = beta * G[k, j] if beta != 0 else cast_like(G, 0)
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        d = alpha * D[s, k]
+        for q in range(indptr[r], indptr[r + 1]):
+            G[k, indices[q]] += d * data[q]
+
+
+@njit(parallel=True, cache=True)
+def sparse_weight_gradient(indptr, indices, data, rows, D, alpha, beta, G):
+    """G[k, j] = β G[k, j] + α Σ_s δ[s, k] x[rows[s], j], the sum over the nonzeros of each row.
+
+    D: (S, n_out) δ^1 · G: (n_out, n_in). With α = -ε/S, β = 1 and G = W: the SGD step, touching only
+    the columns that occur in the batch. Parallel over units k: thread-private rows of G.
+    """
+    n_out = G.shape[0]
+    alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
+    if n_out * (indptr[-1] * rows.shape[0] // max(indptr.shape[0] - 1, 1)) < PARALLEL_WORK:
+        for k in range(n_out):
+            _gradient_unit(indptr, indices, data, rows, D, alpha_, beta_, G, k)
+    else:
+        for k in prange(n_out):
+            _gradient_unit(indptr, indices, data, rows, D, alpha_, beta_, G, k)
+
+
+@njit(parallel=True, cache=True)
+def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, codes, params, poff, work, woff,
+                            alpha, beta, out, p, key):
+    """`training.forward_backward` for a batch of CSR rows: forward (sparse layer 1, dense layers 2..L, dropout
+    p with `key` on the hidden layers), loss, every δ, then out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
+
+    work, woff: a workspace for sizes_0, the sizes with n_0 = 0. The δ are all computed before any W^l in out changes,
+    so α = -ε/S, β = 1, out = params is the SGD step. Returns (batch-mean loss, number correct).
+    """
+    S, L = rows.shape[0], sizes.shape[0] - 1
+    W, b = _weights(params, poff, sizes, 1)
+    A_in = _mat(work, woff[1, A_], S, sizes[1])
+    sparse_forward(indptr, indices, data, rows, W, b, codes[0] if L > 1 else IDENTITY, A_in)
+    for l in range(2, L + 1):
+        if p > 0:
+            dropout_forward(A_in, p, layer_key(key, l - 1))
+        W, b = _weights(params, poff, sizes, l)
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        A_in = A_out
+    no_input = _mat(work, woff[0, A_], S, 0)  # a^0 is never read with weights=False
+    loss, correct = loss_and_backward(sizes_0, codes, params, poff, no_input, T, work, woff, S,
+                                      alpha, beta, out, False, p, key)  # every δ^l, and the biases' part
+    for l in range(L, 1, -1):
+        G, _ = _weights(out, poff, sizes, l)
+        dense_weight_gradient(_mat(work, woff[l, D_], S, sizes[l]), _mat(work, woff[l - 1, A_], S, sizes[l - 1]),
+                              alpha, beta, G)
+    G, _ = _weights(out, poff, sizes, 1)
+    sparse_weight_gradient(indptr, indices, data, rows, _mat(work, woff[1, D_], S, sizes[1]), alpha, beta, G)
+    return loss, correct
+
+
+@njit(parallel=True, cache=True)
+def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes, params, work, grads, fused, code,
+                       hyper, state, t, p, seed):
+    """One epoch over the CSR rows of X in the order `order`, as `training.train_epoch` (fused=True: plain SGD,
+    the step fused into the gradient pass, eagerly) or `training.train_epoch_optimizer` (fused=False: gradient
+    into `grads`, L2 penalty, clipping, then the optimizer `code`).
+
+    T: (N, n_L) targets · work: `workspace_offsets(sizes with n_0 = 0, batch_size)` elements · t: steps so far.
+    p > 0: inverted dropout, the masks of step t from `seed`. Returns (Σ_batches S·E, number correct, t).
+    """
+    N, L = order.shape[0], sizes.shape[0] - 1
+    sizes_0 = sizes.copy()  # the shapes of the workspace, which holds no a^0 or δ^0
+    sizes_0[0] = 0
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes_0, batch_size)
+    total_loss = 0.0
+    total_correct = 0
+    for start in range(0, N, batch_size):
+        S = min(batch_size, N - start)
+        rows = order[start:start + S]
+        Tb = _mat(work, woff[L + 1, 0], S, sizes[L])
+        for s in range(S):
+            for k in range(sizes[L]):
+                Tb[s, k] = T[rows[s], k]
+        key = step_key(seed, t) if p > 0 else 0
+        if fused:
+            loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
+                                                    poff, work, woff, -hyper[LR] / S, 1.0, params, p, key)
+        else:
+            loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
+                                                    poff, work, woff, 1.0 / S, 0.0, grads, p, key)
+            if hyper[L2] > 0:
+                loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
+            if hyper[MAX_NORM] > 0:
+                clip_grad_norm(grads, hyper[MAX_NORM])
+            optimizer_step(code, params, grads, state, hyper, t + 1)
+        t += 1
+        total_loss += loss * S
+        total_correct += correct
+    return total_loss, total_correct, t
+
+
+@njit(inline="always", cache=True)
+def _forward_row(indptr, indices, data, r, WT, b, code, A_out, s):
+    n_out = WT.shape[1]
+    for k in unsigned_range(0, n_out):
+        A_out[s, k] = b[k]
+    for q in range(indptr[r], indptr[r + 1]):
+        x, j = data[q], indices[q]
+        for k in unsigned_range(0, n_out):  # contiguous in A_out and Wᵀ: vectorises
+            A_out[s, k] += WT[j, k] * x
+    for k in unsigned_range(0, n_out):
+        A_out[s, k] = activate(code, A_out[s, k])
+
+
+@njit(parallel=True, cache=True)
+def sparse_first_layer(indptr, indices, data, start, WT, b, code, A_out):
+    """a[s, k] = f(b[k] + Σ_{q ∈ row start + s} Wᵀ[indices[q], k] data[q]) for the rows [start, start + S) of X,
+    S = A_out.shape[0]: inference on many rows. WT: (n_in, n_out), W transposed once per call of
+    `predict_proba`, so that each nonzero adds a contiguous row of Wᵀ, a vector loop. Parallel over rows s.
+    """
+    if A_out.size * (indptr[-1] // max(indptr.shape[0] - 1, 1)) < PARALLEL_WORK:
+        for s in range(A_out.shape[0]):
+            _forward_row(indptr, indices, data, start + s, WT, b, code, A_out, s)
+    else:
+        for s in prange(A_out.shape[0]):
+            _forward_row(indptr, indices, data, start + s, WT, b, code, A_out, s)
+
+
+def workspace_size(sizes: np.ndarray, batch_size: int) -> int:
+    """Elements of `train_epoch_sparse`'s workspace."""
+    sizes_0 = sizes.copy()
+    sizes_0[0] = 0
+    return int(workspace_offsets(sizes_0, batch_size)[-1, 2])
