@@ -6,12 +6,20 @@ compiled CSR kernels of `kernels.sparse`; the layers after it are the dense ones
 """
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from . import kernels as K
 from .buffers import empty_on_a_line
-from .kernels.sparse import sparse_first_layer, train_epoch_sparse, workspace_size
+from .kernels.sparse import sparse_first_layer, train_epoch_sparse, transpose_first_layer, workspace_size
+
+# kernels.sparse compiles its callers of parallel kernels with parallel=True, as kernels.training does
+# and for the same reason (a cached non-parallel caller of a parallel function crashes; see there)
+warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
+                        message=r"(?s)\s*The keyword argument 'parallel=True'.*fastbp.kernels.sparse\.py")
 
 #: rows of X whose first layer a^1 is computed at once by `outputs` (bounds its (rows, n_1) buffer)
 ROWS = 4096
@@ -91,9 +99,16 @@ class SparseEpoch:
 
     def __call__(self, X, T, order, hyper) -> tuple[float, int]:
         run, m, opt = self.run, self.run.model, self.run.optimizer
-        loss_sum, correct, opt.steps = train_epoch_sparse(
-            *csr_arrays(X), T, order, run.batch_size, m._sizes, m._codes, m._params, self.work, self.grads,
-            run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout)
+        arrays = [m._params, *run.state]  # every vector an optimizer step reads elementwise
+        for vector in arrays:
+            transpose_first_layer(vector, m._sizes, m._offsets, True)
+        try:
+            loss_sum, correct, opt.steps = train_epoch_sparse(
+                *csr_arrays(X), T, order, run.batch_size, m._sizes, m._codes, m._params, self.work, self.grads,
+                run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout)
+        finally:
+            for vector in arrays:
+                transpose_first_layer(vector, m._sizes, m._offsets, False)
         return loss_sum, correct
 
 
@@ -106,7 +121,10 @@ def loss_and_grads(model, X, T, grads: np.ndarray) -> float:
     sizes_0[0] = 0
     S = X.shape[0]
     work = empty_on_a_line(workspace_size(sizes, S), model.dtype)
-    loss, _ = sparse_forward_backward(*csr_arrays(X), np.arange(S), T, sizes, sizes_0, model._codes, model._params,
+    params = model._params.copy()
+    transpose_first_layer(params, sizes, model._offsets, True)
+    loss, _ = sparse_forward_backward(*csr_arrays(X), np.arange(S), T, sizes, sizes_0, model._codes, params,
                                       model._offsets, work, K.workspace_offsets(sizes_0, S), 1.0 / S, 0.0, grads,
                                       0.0, 0)
+    transpose_first_layer(grads, sizes, model._offsets, False)
     return float(loss)

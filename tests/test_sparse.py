@@ -87,17 +87,18 @@ def test_kernels_against_a_float64_loop_nest(dtype):
     rows = rng.permutation(30)[:13]
     W, b = rng.normal(size=(9, 50)).astype(dtype), rng.normal(size=9).astype(dtype)
     A = np.empty((13, 9), dtype)
-    sparse_forward(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, W, b, K.TANH, A)
+    sparse_forward(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, W.T.copy(), b, K.TANH, A)
     Xd = X.toarray().astype(np.float64)[rows]
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(A, np.tanh(Xd @ W.T.astype(np.float64) + b), rtol=tol, atol=tol)
     D, G = rng.normal(size=(13, 9)).astype(dtype), rng.normal(size=(9, 50)).astype(dtype)
     want = 0.5 * G.astype(np.float64) - 0.25 * D.T.astype(np.float64) @ Xd
-    sparse_weight_gradient(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, D, -0.25, 0.5, G)
-    np.testing.assert_allclose(G, want, rtol=tol, atol=tol)
-    G[...] = np.nan  # β = 0 overwrites, whatever G held
-    sparse_weight_gradient(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, D, 1.0, 0.0, G)
-    np.testing.assert_allclose(G, D.T.astype(np.float64) @ Xd, rtol=tol, atol=tol)
+    GT = G.T.copy()  # the kernel takes Gᵀ (n_in, n_out)
+    sparse_weight_gradient(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, D, -0.25, 0.5, GT)
+    np.testing.assert_allclose(GT.T, want, rtol=tol, atol=tol)
+    GT[...] = np.nan  # β = 0 overwrites, whatever G held
+    sparse_weight_gradient(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, rows, D, 1.0, 0.0, GT)
+    np.testing.assert_allclose(GT.T, D.T.astype(np.float64) @ Xd, rtol=tol, atol=tol)
 
 
 def test_thread_count_does_not_change_sparse_training():
