@@ -149,3 +149,30 @@ def test_estimators_take_sparse_input():
     reg_s = MLPRegressor(solver="sgd", **kw).fit(X, target)
     reg_d = MLPRegressor(solver="sgd", **kw).fit(X.toarray(), target)
     _close(reg_s.predict(X), reg_d.predict(X.toarray()))
+
+
+def test_parallel_branches_equal_one_thread():
+    """Enough nonzeros x units for the kernels' parallel branches: the same bits on 1 and 2 threads, and
+    the float64 reference."""
+    import numba
+
+    X, _ = _data(N=600, n=3000, density=0.05)  # 90,000 nonzeros x 128 units > SPARSE_PARALLEL_WORK
+    X = X.astype(np.float32)
+    ip, ix = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    rng = np.random.default_rng(1)
+    WT, b = rng.normal(size=(3000, 128)).astype(np.float32), rng.normal(size=128).astype(np.float32)
+    rows = rng.permutation(600)
+    D = rng.normal(size=(600, 128)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        A, GT = np.empty((600, 128), np.float32), np.empty_like(WT)
+        sparse_forward(ip, ix, X.data, rows, WT, b, K.RELU, A)
+        sparse_weight_gradient(ip, ix, X.data, rows, D, 0.5, 0.0, GT)
+        results.append((A, GT))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for got, want in zip(results[0], results[1]):
+        np.testing.assert_array_equal(got, want)
+    Xd = X.toarray().astype(np.float64)[rows]
+    np.testing.assert_allclose(results[0][0], np.maximum(Xd @ WT + b, 0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(results[0][1], 0.5 * Xd.T @ D, rtol=1e-4, atol=1e-4)

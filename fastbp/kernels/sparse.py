@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import IDENTITY, activate
-from .common import PARALLEL_WORK, cast_like, task_range, unsigned_range
+from .common import cast_like, task_range, unsigned_range
 from .dense import dense_forward, dense_weight_gradient
 from .dropout import dropout_forward, layer_key, step_key
 from .optimizers import L2, LR, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
@@ -41,6 +41,13 @@ def _forward_row(indptr, indices, data, r, WT, b, code, A_out, s):
         A_out[s, k] = activate(code, A_out[s, k])
 
 
+#: below this many multiply-adds the sparse kernels run serially. Higher than `common.PARALLEL_WORK`: one
+#: batch's sparse forward (12,800 nonzeros x 128 units) took 0.45 ms on one thread and 11.9 ms on two while
+#: other processes held the cores (benchmarks/NOTES.md, 2026-12-03), a parallel region then waiting
+#: for a descheduled thread; inference on thousands of rows still splits its rows over the threads.
+SPARSE_PARALLEL_WORK = 1 << 23
+
+
 @njit(inline="always", cache=True)
 def _nnz(indptr, S):
     """About the number of nonzeros in S rows of X (for the serial/parallel choice)."""
@@ -53,9 +60,9 @@ def sparse_forward(indptr, indices, data, rows, WT, b, code, A_out):
 
     rows: (S,) rows of X · WT: (n_in, n_out), W^1 transposed (`train_epoch_sparse`), so that each nonzero adds
     a contiguous row of Wᵀ, a vector loop · b: (n_out,) · A_out: (S, n_out), written.
-    Parallel over rows s (serial below PARALLEL_WORK multiply-adds): each thread writes its own rows of A_out.
+    Parallel over rows s (serial below SPARSE_PARALLEL_WORK multiply-adds): each thread writes its own rows of A_out.
     """
-    if _nnz(indptr, rows.shape[0]) * WT.shape[1] < PARALLEL_WORK:
+    if _nnz(indptr, rows.shape[0]) * WT.shape[1] < SPARSE_PARALLEL_WORK:
         for s in range(rows.shape[0]):
             _forward_row(indptr, indices, data, rows[s], WT, b, code, A_out, s)
     else:
@@ -88,7 +95,7 @@ def sparse_weight_gradient(indptr, indices, data, rows, D, alpha, beta, GT):
     """
     n_out = GT.shape[1]
     alpha_, beta_ = cast_like(GT, alpha), cast_like(GT, beta)
-    if _nnz(indptr, rows.shape[0]) * n_out < PARALLEL_WORK and beta_ == 1:
+    if _nnz(indptr, rows.shape[0]) * n_out + (GT.size if beta_ != 1 else 0) < SPARSE_PARALLEL_WORK:
         _gradient_columns(indptr, indices, data, rows, D, alpha_, beta_, GT, 0, n_out)
     else:
         n_blocks = min(numba.get_num_threads(), (n_out + 15) // 16)  # ≥ 16 columns (a vector) each
@@ -179,7 +186,7 @@ def sparse_first_layer(indptr, indices, data, start, WT, b, code, A_out):
     S = A_out.shape[0]: inference on many rows. WT: (n_in, n_out), W transposed once per call of
     `predict_proba`, so that each nonzero adds a contiguous row of Wᵀ, a vector loop. Parallel over rows s.
     """
-    if _nnz(indptr, A_out.shape[0]) * WT.shape[1] < PARALLEL_WORK:
+    if _nnz(indptr, A_out.shape[0]) * WT.shape[1] < SPARSE_PARALLEL_WORK:
         for s in range(A_out.shape[0]):
             _forward_row(indptr, indices, data, start + s, WT, b, code, A_out, s)
     else:
