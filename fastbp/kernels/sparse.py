@@ -10,8 +10,8 @@ Training stores W^1 transposed, Wᵀ (n_0, n_1), for the length of an epoch (`tr
 nonzero x_sj then reads and updates the contiguous row Wᵀ[j, :], a vector loop, instead of gathering
 one element from each row of W (3-4x slower here). The forward is parallel over rows s, the gradient
 over blocks of units k: no two threads add into one element (the rule of `dense`), and each element sums
-its terms in order of s, then of the nonzeros: bit-identical for any number of threads. No fast-math flags: training (`sparse_forward`) and
-inference (`sparse_first_layer`) run the same row loop, so they give the same bits.
+its terms in order of s, then of the nonzeros: bit-identical for any number of threads. No fast-math flags:
+training (`sparse_forward`) and inference (`sparse_first_layer`) run the same row loop, so they give the same bits.
 The input layer needs no δ^0, so the workspace here has n_0 = 0 (`workspace_offsets(sizes_0)`): the
 dense batch a^0, (B, n_0), is never built.
 """
