@@ -15,7 +15,6 @@ training (`sparse_forward`) and inference (`sparse_first_layer`) run the same ro
 The input layer needs no δ^0, so the workspace here has n_0 = 0 (`workspace_offsets(sizes_0)`): the
 dense batch a^0, (B, n_0), is never built.
 """
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -98,7 +97,9 @@ def sparse_weight_gradient(indptr, indices, data, rows, D, alpha, beta, GT):
     if _nnz(indptr, rows.shape[0]) * n_out + (GT.size if beta_ != 1 else 0) < SPARSE_PARALLEL_WORK:
         _gradient_columns(indptr, indices, data, rows, D, alpha_, beta_, GT, 0, n_out)
     else:
-        n_blocks = min(numba.get_num_threads(), (n_out + 15) // 16)  # ≥ 16 columns (a vector) each
+        # blocks of ≥ 32 columns (two vectors), at most 8; a count from the shape alone: a call of
+        # numba.get_num_threads() here would keep this kernel and its callers out of the cache
+        n_blocks = min(8, max(1, n_out // 32))
         for t in prange(n_blocks):
             k0, k1 = task_range(t, n_blocks, n_out)
             _gradient_columns(indptr, indices, data, rows, D, alpha_, beta_, GT, k0, k1)
