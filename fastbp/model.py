@@ -20,6 +20,7 @@ from .distributed import writeable_map
 from .kernels.cache import has_compiled
 from .kernels.optimizers import LR
 from .optim import OPTIMIZERS, SGD, Optimizer
+from . import sparse_input
 from .parallel import parallel_section
 from .validation import (check_non_negative, check_positive, check_positive_int, check_sample_weight, check_targets,
                          check_X)
@@ -48,6 +49,10 @@ class MLP:
     seed : int, default 0
         Seeds the initialisation (the activation's rule: He for relu and GELU layers, Glorot for the others and
         the output layer).
+    dropout : float in [0, 1), default 0
+        Inverted dropout on every hidden layer during `fit` (each unit kept with probability 1 - p and
+        scaled by 1/(1 - p)); the masks follow from fit's `seed` and the step count. Never applied by
+        `predict_proba`, `evaluate` or `loss_and_grads`.
 
     Attributes
     ----------
@@ -58,12 +63,13 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: Sequence[int], activation: str | Sequence[str] = "relu",
-                 output: str = "softmax", dtype=np.float32, seed: int = 0) -> None:
+                 output: str = "softmax", dtype=np.float32, seed: int = 0, dropout: float = 0.0) -> None:
         self.layer_sizes = _check_layer_sizes(layer_sizes)
         self.activations = _check_activations(activation, len(self.layer_sizes) - 2)
         self.output = _check_name(output, K.OUTPUTS, "output")
         self.dtype = _check_dtype(dtype)
         self.seed = seed
+        self.dropout = _check_dropout(dropout)
         self._sizes = np.array(self.layer_sizes, dtype=np.int64)
         self._codes = np.array([K.ACTIVATIONS[a] for a in self.activations] + [K.OUTPUTS[self.output]],
                                dtype=np.int64)
@@ -111,6 +117,12 @@ class MLP:
         X, T = self._check_data(X, y)
         sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         grads = empty_on_a_line(self._params.shape, self.dtype)
+        if sparse_input.is_sparse(X):
+            if sw is not None:
+                raise ValueError("sample_weight with sparse X is not supported; pass sample_weight=None or a dense X")
+            with parallel_section():
+                loss = sparse_input.loss_and_grads(self, X, T, grads)
+            return loss, *self._views(grads)
         loss = self._flat_loss_and_grads(X, T, sw, self._workspace(X.shape[0]), grads)
         dW, db = self._views(grads)
         return loss, dW, db
@@ -141,14 +153,14 @@ class MLP:
 
         Parameters
         ----------
-        X : array-like (N, n_0)
+        X : array-like (N, n_0), or a scipy.sparse matrix (kept sparse: a compiled sparse first layer)
         y : targets: see `output` in the class docstring
         epochs : int, number of passes over the data
         batch_size : int, samples per step (the last batch of an epoch may be smaller)
         optimizer : SGD, Adam, AdamW or RMSprop, default: the optimizer of the previous fit, else SGD(lr=0.01)
             Its state (momentum, moments, step and epoch counts) carries over between fits.
         shuffle : bool, reshuffle the samples every epoch, from `seed`
-        seed : int, seeds the shuffling and the validation split
+        seed : int, seeds the shuffling, the validation split and the dropout masks
         verbose : int, 0 silent, 1 a progress bar in a terminal, else one line per epoch (stdout), 2 the lines
         alpha : float ≥ 0, L2 penalty on the weights, scikit-learn's convention: a batch of S samples
             adds ``α/(2S) Σ_l ||W^l||²`` to its loss (biases are not penalised)
@@ -190,6 +202,11 @@ class MLP:
             if sw is not None and ctx is not None:
                 raise ValueError("sample_weight is not supported with comm (data-parallel training); "
                                  "pass sample_weight=None, or train without comm")
+            if sw is not None and sparse_input.is_sparse(X):
+                raise ValueError("sample_weight with sparse X is not supported; pass sample_weight=None or a dense X")
+            if ctx is not None and (self.dropout > 0 or sparse_input.is_sparse(X)):
+                raise ValueError("comm (data-parallel training) takes dense X and no dropout; pass X.toarray() "
+                                 "or train without comm, and set dropout=0")
             epochs = check_positive_int(epochs, "epochs")
             verbose = _check_verbose(verbose) if ctx is None or ctx.is_root else 0
             optimizer = self._check_optimizer(optimizer)
@@ -209,7 +226,7 @@ class MLP:
                                                       alpha, clip_norm, validation, stopper, checkpoint_every, resume)
         history = self._empty_history(validation is not None)
         if ctx is None:
-            run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm), X.shape[0]
+            run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm, seed), X.shape[0]
         else:
             n_total = ctx.n_total(X.shape[0])
             batch_size = min(batch_size, n_total)
@@ -269,6 +286,8 @@ class MLP:
         import scipy.optimize  # here: importing fastbp need not load scipy
 
         X, T = self._check_data(X, y)
+        if sparse_input.is_sparse(X):
+            raise ValueError("fit_lbfgs takes dense X; pass X.toarray(), or train sparse X with fit")
         sw = check_sample_weight(sample_weight, X.shape[0], self.dtype)
         options = {"maxiter": check_positive_int(max_iter, "max_iter"),
                    "maxfun": check_positive_int(max_fun, "max_fun"), "gtol": check_non_negative(tol, "tol")}
@@ -297,6 +316,13 @@ class MLP:
         from .io import save
 
         save(self, path)
+
+    def to_onnx(self, path=None, opset: int = 18):
+        """The ONNX graph of `predict_proba` (an ``onnx.ModelProto``), written to `path` when given;
+        needs ``pip install fastbp[onnx]`` (`fastbp.onnx.to_onnx`)."""
+        from .onnx import to_onnx
+
+        return to_onnx(self, path, opset)
 
     # ------------------------------------------------------------------ fit helpers
     def _check_optimizer(self, optimizer: Optimizer | None) -> Optimizer:
@@ -345,7 +371,10 @@ class MLP:
         losses = np.empty(X.shape[0], self.dtype)  # E_s
         logits = np.append(self._codes[:-1], K.IDENTITY_SE)  # the same network with the logits as outputs
         with parallel_section():
-            K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z)
+            if sparse_input.is_sparse(X):
+                sparse_input.outputs(self, X, logits, Z)
+            else:
+                K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
         return loss, correct / X.shape[0] if self.output in _CLASSIFYING else None
@@ -379,8 +408,13 @@ class MLP:
     def predict_proba(self, X) -> np.ndarray:
         """Output activations a^L, shape (N, n_L): class probabilities, sigmoid outputs or values."""
         X = check_X(X, self.layer_sizes[0], self.dtype)
+        if sparse_input.is_sparse(X):
+            sparse_input.check_model(self)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
         with parallel_section():
+            if sparse_input.is_sparse(X):  # CSR: the sparse first layer, then the dense layers
+                sparse_input.outputs(self, X, self._codes, out)
+                return out
             K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(X.shape[0]), out)
         return out
 
@@ -408,6 +442,8 @@ class MLP:
     # ------------------------------------------------------------------ helpers
     def _check_data(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         X = check_X(X, self.layer_sizes[0], self.dtype)
+        if sparse_input.is_sparse(X):
+            sparse_input.check_model(self)
         return X, check_targets(y, X.shape[0], self.layer_sizes[-1], self.output, self.dtype)
 
     def __getstate__(self) -> dict:
@@ -428,8 +464,10 @@ class MLP:
 class _Run:
     """One fit's buffers and the compiled epoch for its optimizer; an epoch that diverges is undone."""
 
-    def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None):
+    def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None,
+                 seed: int = 0):
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.dropout = (float(getattr(model, "dropout", 0.0)), _dropout_seed(seed))
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else empty_on_a_line(model._params.shape, model.dtype)
@@ -443,17 +481,19 @@ class _Run:
         m, opt = self.model, self.optimizer
         hyper = K.hyper_parameters(**opt.step_settings(lr), l2=self.alpha, max_norm=self.max_norm)
         saved = m._params.copy(), self.state.copy(), opt.steps
-        weights = () if sw is None else (sw,)  # none: the kernels compiled without them
         start = time.perf_counter()
         with parallel_section():
-            if self.fused:
+            if sparse_input.is_sparse(X):  # CSR: kernels.sparse, one workspace per fit
+                self.sparse = getattr(self, "sparse", None) or sparse_input.SparseEpoch(self)
+                loss_sum, correct = self.sparse(X, T, order, hyper)
+            elif self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR], *weights)
+                                                  self.work, hyper[LR], sw, *self.dropout, opt.steps)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps, *weights)
+                    hyper, self.state, opt.steps, sw, *self.dropout)
         seconds = time.perf_counter() - start
         return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
 
@@ -630,6 +670,18 @@ def _check_callbacks(callbacks) -> list[Callable]:
         if not callable(callback):
             raise TypeError(f"callbacks must be callables callback(epoch, history, model), got {callback!r}")
     return callbacks
+
+
+def _check_dropout(p) -> float:
+    p = check_non_negative(p, "dropout")
+    if p >= 1:
+        raise ValueError(f"dropout is the probability of dropping a hidden unit and must lie in [0, 1), got {p}")
+    return p
+
+
+def _dropout_seed(seed) -> int:
+    """fit's seed as the integer the dropout masks hash (any int; other seeds count as 0)."""
+    return int(seed) % (1 << 63) if isinstance(seed, (int, np.integer)) else 0
 
 
 def _check_verbose(verbose) -> int:

@@ -62,8 +62,9 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import kernels as K
-from .model import MLP
+from .model import MLP, _check_dropout
 from .optim import SGD, Adam, Optimizer
+from .sparse_input import is_sparse
 from .validation import check_sample_weight
 
 try:  # scikit-learn ≥ 1.6
@@ -85,7 +86,7 @@ class _BaseMLP(BaseEstimator):
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=np.float32,
-                 comm=None):
+                 comm=None, dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -111,6 +112,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.comm = comm
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ public API
     def fit(self, X, y, sample_weight=None):
@@ -164,6 +166,14 @@ class _BaseMLP(BaseEstimator):
         for target, value in zip(targets, values):
             target[...] = value
 
+    def to_onnx(self, path=None, opset: int = 18):
+        """The ONNX graph of the fitted network's outputs (`predict_proba` for the classifier, the
+        predicted values as an (n_samples, n_outputs) matrix for the regressor), written to `path`
+        when given; needs ``pip install fastbp[onnx]``. Class labels are not part of the graph:
+        map the argmax through `classes_`."""
+        check_is_fitted(self, "model_")
+        return self.model_.to_onnx(path, opset)
+
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
         self._check_parameters()
@@ -171,7 +181,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "model_") or not (incremental or self.warm_start)
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32), multi_output=True,
-                             y_numeric=isinstance(self, RegressorMixin))
+                             y_numeric=isinstance(self, RegressorMixin), accept_sparse=("csr", "csc"))
         dtype = self._model_dtype(X) if first else self.model_.dtype
         X = _cast(X, dtype, "X")
         T = self._encode(y, first, classes, incremental, dtype)
@@ -206,6 +216,7 @@ class _BaseMLP(BaseEstimator):
         epochs = 1 if incremental else self.max_iter
         stopper = _SklearnStopping(self, validation, incremental, X.shape[0])
         self.n_iter_ = 0  # per call, as scikit-learn counts
+        self.model_.dropout = _check_dropout(self.dropout)  # also after set_params on a warm start
         self.model_.fit(X, T, epochs=epochs, batch_size=batch_size, optimizer=self._optimizer,
                         shuffle=self.shuffle, seed=_seed(rng), verbose=0, alpha=self.alpha, callbacks=[stopper],
                         sample_weight=sw, comm=self.comm)
@@ -326,11 +337,12 @@ class _BaseMLP(BaseEstimator):
         if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.epsilon > 0):
             raise ValueError("beta_1 and beta_2 must lie in [0, 1) and epsilon must be > 0, got "
                              f"{self.beta_1!r}, {self.beta_2!r}, {self.epsilon!r}")
+        _check_dropout(self.dropout)
 
     # ------------------------------------------------------------------ prediction helpers
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), accept_sparse=("csr", "csc"))
         return self.model_.predict_proba(_cast(X, self.model_.dtype, "X"))
 
     def _output_dtype(self):
@@ -346,7 +358,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True  # CSR/CSC, kept sparse (fastbp.sparse_input)
         return tags
 
 
@@ -358,11 +370,13 @@ def _stochastic(estimator: _BaseMLP) -> bool:
 
 
 def _cast(A: np.ndarray, dtype, name: str) -> np.ndarray:
-    """A (finite, validated) as a C-contiguous `dtype` array; a clear error when finite values overflow it."""
+    """A (finite, validated) as a C-contiguous `dtype` array, or a sparse A as a `dtype` CSR matrix; a clear
+    error when finite values overflow it."""
     with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(A, dtype=dtype)
-    if out.dtype != A.dtype and not np.isfinite(out).all():
-        raise ValueError(f"{name} holds finite values up to {np.abs(A).max():.3g} that overflow the model's "
+        out = A.tocsr().astype(dtype, copy=False) if is_sparse(A) else np.ascontiguousarray(A, dtype=dtype)
+    values = (out.data, A.data) if is_sparse(A) else (out, A)
+    if out.dtype != A.dtype and not np.isfinite(values[0]).all():
+        raise ValueError(f"{name} holds finite values up to {np.abs(values[1]).max():.3g} that overflow the model's "
                          f"{np.dtype(dtype).name} (largest {np.finfo(dtype).max:.3g}); pass dtype=np.float64 "
                          f"(or dtype=None to follow {name}'s dtype), or scale {name}, e.g. with StandardScaler")
     return out
@@ -410,6 +424,8 @@ _PARAMETERS = """
     comm : mpi4py communicator or None, default None
         Train data-parallel over its ranks (`MLP.fit`'s `comm`, docs/distributed.md): every rank calls
         `fit` with the same data and an integer `random_state`; `batch_size` is the global batch.
+    dropout : float in [0, 1), default 0
+        Inverted dropout on the hidden layers while training (not in scikit-learn); predictions use none.
 """
 
 
@@ -435,14 +451,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None,
-                 dtype=np.float32, comm=None):
+                 dtype=np.float32, comm=None, dropout=0.0):
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
                          beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-                         dtype=dtype, comm=comm)
+                         dtype=dtype, comm=comm, dropout=dropout)
         self.class_weight = class_weight
 
     @available_if(_stochastic)
@@ -554,14 +570,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=np.float32, comm=None):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=np.float32, comm=None,
+                 dropout=0.0):
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1,
                          beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-                         dtype=dtype, comm=comm)
+                         dtype=dtype, comm=comm, dropout=dropout)
         self.loss = loss
 
     @available_if(_stochastic)

@@ -21,6 +21,7 @@ import numpy as np
 from .buffers import copy_on_a_line
 from .kernels.checks import all_finite
 from .parallel import parallel_section
+from .sparse_input import check_sparse_X, is_sparse
 
 #: the outputs whose targets are probabilities or 0/1 labels
 _PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
@@ -105,8 +106,8 @@ def check_X(X, n_features: int, dtype, name: str = "X") -> np.ndarray:
 
     Parameters
     ----------
-    X : array-like
-        The inputs, one row per sample.
+    X : array-like or scipy.sparse matrix
+        The inputs, one row per sample. A sparse X is returned as CSR (`sparse_input.check_sparse_X`).
     n_features : int
         Width of the model's input layer, n_0.
     dtype : np.float32 or np.float64
@@ -121,6 +122,8 @@ def check_X(X, n_features: int, dtype, name: str = "X") -> np.ndarray:
     ValueError
         X is not 2-D, is empty, has the wrong width, or holds NaN, inf or values beyond `dtype`'s range.
     """
+    if is_sparse(X):  # kept sparse: CSR of `dtype`, the stored values checked (fastbp.sparse_input)
+        return check_sparse_X(X, n_features, dtype, name)
     arr = _as_real_array(X, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {arr.ndim}-D shape {arr.shape}; "

@@ -13,7 +13,6 @@ Adding an activation (all in this file, plus its NumPy formula in tests/referenc
    from a, else `activate_z` and `derivative_z`.
 The model, the CLI, scikit-learn's wrapper, save/load and the tests read the registry.
 """
-from __future__ import annotations
 
 import math
 from typing import Callable, NamedTuple

@@ -16,6 +16,7 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
 from .common import PARALLEL_WORK, njit, task_range
+from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
                     dense_weight_gradient)
 from .losses import count_correct, output_activation_serial, output_loss
@@ -141,11 +142,31 @@ def batch_rows(X, T, index, work, woff, sizes):
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, poff, A0, work, woff, S):
+def forward(sizes, codes, params, poff, A0, work, woff, S, p=0.0, key=0):
     """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
+    p > 0: inverted dropout on every hidden a^l, masks from key = `dropout.step_key(seed, step)`.
     """
-    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+    if p > 0:
+        _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key)
+    else:
+        _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+
+
+@njit(inline="always", cache=True)
+def _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key):
+    """`_layers` with inverted dropout applied to each hidden a^l before the next layer reads it."""
+    L = sizes.shape[0] - 1
+    A_in = A0
+    for l in range(1, L + 1):
+        W, b = _weights(params, poff, sizes, l)
+        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        code = codes[l - 1] if l < L else IDENTITY
+        dense_forward(A_in, W, b, dense_code(code), A_out)
+        _keep_z(code, A_out, work, woff, sizes, l, S)
+        if l < L:
+            dropout_forward(A_out, p, layer_key(key, l))
+        A_in = A_out
 
 
 @njit(inline="always", cache=True)
@@ -221,24 +242,26 @@ def batch_weights(sw, index, wb):
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None):
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=0.0, key=0):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
-    wb: None, or scaled sample weights (`output_and_loss`).
-    Returns (batch-mean loss, number of correct predictions).
+    wb: None, or scaled sample weights (`output_and_loss`). p > 0, key: inverted dropout on the hidden
+    layers (`forward`). Returns (batch-mean loss, number of correct predictions).
     """
-    forward(sizes, codes, params, poff, A0, work, woff, S)
-    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb)
+    forward(sizes, codes, params, poff, A0, work, woff, S, p, key)
+    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb, p, key)
 
 
 @njit(parallel=True, cache=True)
-def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None):
+def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None, p=0.0,
+                      key=0):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
+    p > 0: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
@@ -250,7 +273,11 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
         A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
         if l > 1:
             D_in = _mat(work, woff[l - 1, D_], S, sizes[l - 1])
-            dense_backward(D, W, A_in, dense_code(codes[l - 2]), D_in)
+            if p > 0:  # Σ_k δ_k W_kj, then the mask, 1/(1-p) and f' (dropout.dropout_backward)
+                dense_backward(D, W, A_in, IDENTITY, D_in)
+                dropout_backward(D_in, A_in, dense_code(codes[l - 2]), p, layer_key(key, l - 1))
+            else:
+                dense_backward(D, W, A_in, dense_code(codes[l - 2]), D_in)
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
                 multiply_derivative_z(codes[l - 2], _mat(work, woff[l - 1, Z_], S, sizes[l - 1]), D_in)
         if weights:
@@ -260,7 +287,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
 
 
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=0.0, key=0):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
@@ -268,6 +295,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
     S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
     sometimes a literal 0 would compile this function once more for each such call.)
+    p > 0, key: inverted dropout on this batch's hidden a^l (`forward`).
     """
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
@@ -281,11 +309,13 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         code = codes[l - 1] if l < L else IDENTITY
         dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
+        if p > 0 and l < L:
+            dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=0.0, seed=0, t=0):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -294,7 +324,9 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
     `batch_rows` put it.
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
     work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
-    sw: None or (N,) sample weights (`batch_weights`). Returns (Σ_batches S·E, number correct).
+    sw: None or (N,) sample weights (`batch_weights`).
+    p > 0: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
+    Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -303,26 +335,28 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
     total_loss = 0.0
     total_correct = 0
     A0_prev, work_prev = X[:0], work[size:2 * size]
+    key = np.int64(0)  # one type for every call below: an int64, never a literal
     for start in range(0, N, batch_size):
         S = min(batch_size, N - start)
         i = start // batch_size % 2
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
-        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff)
+        key = step_key(seed, t + start // batch_size) if p > 0 else np.int64(0)
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key)
         wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
-                                          params, False, wb_i)
+                                          params, False, wb_i, p, key)
         total_loss += loss * S
         total_correct += correct
         A0_prev, work_prev = A0, work_i
     # the last batch's step, with a forward of no rows
-    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff)
+    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff, p, key)
     return total_loss, total_correct
 
 
 @njit(parallel=True, cache=True)
 def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
-                          sw=None):
+                          sw=None, p=0.0, seed=0):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
@@ -331,7 +365,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
     sw: None or (N,) sample weights: the batch loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ_l ||W^l||²
-    (scikit-learn's).
+    (scikit-learn's). p > 0: inverted dropout, the masks of step t from `seed`.
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -342,8 +376,9 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
         S = min(batch_size, N - start)
         A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
         wb_s = None if sw is None else _weights_of(sw, order[start:start + S], wb)
+        key = step_key(seed, t) if p > 0 else np.int64(0)
         loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
-                                         wb_s)
+                                         wb_s, p, key)
         weight = _weight_sum(sw, order[start:start + S])
         if hyper[L2] > 0 and weight > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / weight, grads)
