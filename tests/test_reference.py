@@ -109,7 +109,7 @@ def test_output_delta_twin(S, n, output, dtype):
     rng = np.random.default_rng(S * n)
     Z = (4 * rng.normal(size=(S, n))).astype(dtype)
     T = {"softmax": np.eye(n)[rng.integers(0, n, S)], "sigmoid": rng.integers(0, 2, (S, n)),
-         "identity": rng.normal(size=(S, n))}[output].astype(dtype)
+         "identity": rng.normal(size=(S, n)), "poisson": rng.poisson(2.0, (S, n))}[output].astype(dtype)
     code = K.OUTPUTS[output]
     twin = np.empty_like(Z), np.empty_like(Z), np.empty(S, dtype)
     fast = np.empty_like(Z), np.empty_like(Z), np.empty(S, dtype)

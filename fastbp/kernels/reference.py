@@ -18,11 +18,10 @@ Loops run over every index in order, with no tricks but the loss's numerical sta
 """
 import math
 
-from numba import njit
 
 from .activations import activate, activate_z, derivative, derivative_z, is_from_z
-from .common import cast_like
-from .losses import IDENTITY_SE, SIGMOID_BCE, SOFTMAX_CE
+from .common import cast_like, njit
+from .losses import EXP_POISSON, IDENTITY_SE, SIGMOID_BCE, SOFTMAX_CE
 
 
 @njit(inline="always", cache=True)
@@ -107,7 +106,8 @@ def output_delta(Z, T, code, A_out, D, losses):
     for the output/loss pair `code`:
     - SOFTMAX_CE:  a_k = e^{z_k - m} / Σ_c e^{z_c - m} (m = max_c z_c),  E_s = Σ_k t_k (lse(z) - z_k);
     - SIGMOID_BCE: a_k = σ(z_k),  E_s = Σ_k max(z_k, 0) - t_k z_k + log(1 + e^{-|z_k|});
-    - IDENTITY_SE: a_k = z_k,  E_s = ½ Σ_k (z_k - t_k)².
+    - IDENTITY_SE: a_k = z_k,  E_s = ½ Σ_k (z_k - t_k)²;
+    - EXP_POISSON: a_k = e^{z_k},  E_s = Σ_k e^{z_k} - t_k z_k + t_k log t_k - t_k (0 log 0 = 0).
     Z, T: (S, n_L) logits and targets · A_out, D: (S, n_L), written · losses: (S,) E_s, written.
     """
     S, n = Z.shape
@@ -133,6 +133,11 @@ def output_delta(Z, T, code, A_out, D, losses):
             for k in range(n):
                 A_out[s, k] = Z[s, k]
                 loss += 0.5 * (Z[s, k] - T[s, k]) ** 2
+        elif code == EXP_POISSON:
+            for k in range(n):
+                t = T[s, k]
+                A_out[s, k] = math.exp(Z[s, k])
+                loss += A_out[s, k] - t * Z[s, k] + (t * math.log(t) - t if t > 0 else 0.0)
         else:
             raise ValueError("unknown output code")
         for k in range(n):
