@@ -85,7 +85,9 @@ def choose_threading_layer() -> str:
 
     Leaves everything as it is when the user set ``NUMBA_THREADING_LAYER`` or
     ``numba.config.THREADING_LAYER``, when Numba's threads are already running (the layer is then
-    fixed), or when neither tbb nor omp loads.
+    fixed), or when neither tbb nor omp loads. The choice goes into ``os.environ`` too: Numba's
+    compiler re-reads every setting from the environment once any ``NUMBA_`` variable has changed
+    (``config.reload_config``), which would otherwise put the layer back to "default".
 
     Returns
     -------
@@ -97,7 +99,7 @@ def choose_threading_layer() -> str:
         return numba.config.THREADING_LAYER
     preload_pip_tbb()
     if any(layer_loads(layer) for layer in THREAD_SAFE_LAYERS):
-        numba.config.THREADING_LAYER = "threadsafe"
+        numba.config.THREADING_LAYER = os.environ["NUMBA_THREADING_LAYER"] = "threadsafe"
     return numba.config.THREADING_LAYER
 
 

@@ -44,7 +44,7 @@ def _in_parallel(jobs):
 
 
 def test_fastbp_chose_a_thread_safe_layer_when_one_loads():
-    if "NUMBA_THREADING_LAYER" in os.environ:  # the user's choice is left alone
+    if os.environ.get("NUMBA_THREADING_LAYER", "threadsafe") != "threadsafe":  # the user's choice is left alone
         assert numba.config.THREADING_LAYER == os.environ["NUMBA_THREADING_LAYER"]
         return
     can_be_safe = any(layer_loads(layer) for layer in THREAD_SAFE_LAYERS)
@@ -175,3 +175,12 @@ def test_optimizer_steps_are_bit_identical_for_any_thread_count_however_they_are
                                     NUMBA_CACHE_DIR=str(tmp_path / threads))).stdout
             for threads in ("1", "2")]
     assert runs[0] == runs[1]
+
+
+def test_the_layer_survives_numba_rereading_its_settings(monkeypatch):
+    """Numba's compiler re-reads every NUMBA_ variable once one has changed (`config.reload_config`): the
+    layer fastbp chose must survive it, as it must survive a user setting NUMBA_CACHE_DIR after import."""
+    before = numba.config.THREADING_LAYER
+    monkeypatch.setenv("NUMBA_DEBUG_CACHE", "0")
+    assert numba.njit(lambda x: x + 1)(1) == 2  # a compilation: Numba reloads its settings first
+    assert numba.config.THREADING_LAYER == before
