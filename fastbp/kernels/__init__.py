@@ -51,6 +51,8 @@ from .training import (
     workspace_offsets,
 )
 
+from . import sparse  # noqa: E402,F401  the sparse first layer (fastbp.sparse_input), before its cache is attached
+
 attach_caches()  # after every kernel module: each kernel gets fastbp's checked cache (kernels/cache.py)
 
 __all__ = [

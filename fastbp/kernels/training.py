@@ -273,11 +273,12 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
         A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
         if l > 1:
             D_in = _mat(work, woff[l - 1, D_], S, sizes[l - 1])
-            if p > 0:  # Σ_k δ_k W_kj, then the mask, 1/(1-p) and f' (dropout.dropout_backward)
-                dense_backward(D, W, A_in, IDENTITY, D_in)
-                dropout_backward(D_in, A_in, dense_code(codes[l - 2]), p, layer_key(key, l - 1))
-            else:
-                dense_backward(D, W, A_in, dense_code(codes[l - 2]), D_in)
+            code_in = dense_code(codes[l - 2])
+            # with dropout, Σ_k δ_k W_kj alone, then the mask, 1/(1-p) and f' (dropout.dropout_backward);
+            # one call with an int64 code either way: a literal IDENTITY would compile a second signature
+            dense_backward(D, W, A_in, code_in if p == 0 else np.int64(IDENTITY), D_in)
+            if p > 0:
+                dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
                 multiply_derivative_z(codes[l - 2], _mat(work, woff[l - 1, Z_], S, sizes[l - 1]), D_in)
         if weights:
