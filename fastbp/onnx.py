@@ -19,10 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 #: the ONNX opset of the exported graphs (every node used exists unchanged since opset 13)
 OPSET = 18
 
-#: fastbp activation -> ONNX operator (each takes one input and has no attributes)
-HIDDEN_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
+#: fastbp activation -> ONNX operator (each takes one input and has no attributes); "Gelu" is written as
+#: ½ z (1 + erf(z/√2)) from Erf, Add and Mul (`_gelu_nodes`): ONNX's own Gelu needs opset 20
+HIDDEN_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity", "gelu": "Gelu"}
 #: fastbp output layer -> (ONNX operator, attributes)
-OUTPUT_OPS = {"softmax": ("Softmax", {"axis": 1}), "sigmoid": ("Sigmoid", {}), "identity": ("Identity", {})}
+OUTPUT_OPS = {"softmax": ("Softmax", {"axis": 1}), "sigmoid": ("Sigmoid", {}), "identity": ("Identity", {}),
+              "poisson": ("Exp", {})}
 
 
 def _import_onnx():
@@ -40,6 +42,19 @@ def _op(name: str, table: dict, kind: str):
         raise NotImplementedError(f"the {kind} {name!r} has no ONNX operator in fastbp.onnx yet; "
                                   f"exportable {kind}s: {sorted(table)} (add its op to fastbp/onnx.py)")
     return table[name]
+
+
+def _gelu_nodes(helper, numpy_helper, z: str, a: str, l: int, dtype) -> tuple[list, list]:
+    """(nodes, initializers) of a = ½ z (1 + erf(z/√2)), the exact GELU that fastbp computes."""
+    consts = {f"gelu{l}_rsqrt2": 1 / np.sqrt(2.0), f"gelu{l}_one": 1.0, f"gelu{l}_half": 0.5}
+    inits = [numpy_helper.from_array(np.array(value, dtype), name) for name, value in consts.items()]
+    p = f"gelu{l}_"
+    nodes = [helper.make_node("Mul", [z, p + "rsqrt2"], [p + "scaled"]),
+             helper.make_node("Erf", [p + "scaled"], [p + "erf"]),
+             helper.make_node("Add", [p + "erf", p + "one"], [p + "sum"]),
+             helper.make_node("Mul", [z, p + "sum"], [p + "product"]),
+             helper.make_node("Mul", [p + "product", p + "half"], [a], name=f"activation{l}")]
+    return nodes, inits
 
 
 def to_onnx(model: MLP, path: str | os.PathLike | None = None, opset: int = OPSET):
@@ -79,9 +94,12 @@ def to_onnx(model: MLP, path: str | os.PathLike | None = None, opset: int = OPSE
         inits += [numpy_helper.from_array(np.ascontiguousarray(W), f"W{l}"),
                   numpy_helper.from_array(np.ascontiguousarray(b), f"b{l}")]
         nodes.append(helper.make_node("Gemm", [a, f"W{l}", f"b{l}"], [f"z{l}"], name=f"dense{l}", transB=1))
-        if l < L:
+        if l < L and hidden[l - 1] == "Gelu":
+            gelu, constants = _gelu_nodes(helper, numpy_helper, f"z{l}", f"a{l}", l, model.dtype)
+            nodes, inits = nodes + gelu, inits + constants
+        elif l < L:
             nodes.append(helper.make_node(hidden[l - 1], [f"z{l}"], [f"a{l}"], name=f"activation{l}"))
-            a = f"a{l}"
+        a = f"a{l}"
     nodes.append(helper.make_node(out_op, [f"z{L}"], ["probabilities"], name="output", **out_attrs))
     graph = helper.make_graph(
         nodes, "fastbp_mlp",

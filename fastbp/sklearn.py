@@ -186,6 +186,10 @@ class _BaseMLP(BaseEstimator):
         X = _cast(X, dtype, "X")
         T = self._encode(y, first, classes, incremental, dtype)
         sw = self._sample_weight(sample_weight, y, X.shape[0], incremental, dtype)
+        if sw is not None and is_sparse(X):  # the sparse kernels take no sample weights yet (docs/sklearn.md)
+            warnings.warn("sample_weight or class_weight with sparse X: training on X.toarray(), since fastbp's "
+                          "sparse first layer takes no sample weights yet", UserWarning, stacklevel=3)
+            X = np.ascontiguousarray(X.toarray())
         if self.comm is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError("comm needs an integer random_state, the same on every rank, so that every rank "
                              f"draws the same initialisation, split and shuffling; got {self.random_state!r}")

@@ -22,12 +22,12 @@ def _trained(activation, output, dtype, seed=0):
                    output=output, dtype=dtype, seed=seed)
     X = rng.normal(size=(60, 7))
     y = {"softmax": rng.integers(0, 4, 60), "sigmoid": rng.integers(0, 2, (60, 4)).astype(float),
-         "identity": rng.normal(size=(60, 4))}[output]
+         "identity": rng.normal(size=(60, 4)), "poisson": rng.poisson(1.0, (60, 4)).astype(float)}[output]
     m.fit(X, y, epochs=3, batch_size=16, verbose=0, optimizer=fastbp.Adam(lr=1e-2))
     return m, rng.normal(size=(33, 7)).astype(dtype)
 
 
-@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity"])
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity", "poisson"])
 @pytest.mark.parametrize("activation", sorted(K.ACTIVATIONS))
 def test_onnx_runtime_matches_predict_proba_float32(activation, output, tmp_path):
     m, X = _trained(activation, output, np.float32)
