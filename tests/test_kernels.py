@@ -1,5 +1,5 @@
 """Each kernel against the float64 NumPy matrix form, on shapes that leave remainders after the
-4 x 4 tile (sizes 1..9) and in both dtypes."""
+4 x 4 and 2 x 4 tiles (sizes 1..9) and in both dtypes."""
 import numpy as np
 import pytest
 from numba import njit, types
@@ -30,6 +30,17 @@ def test_dense_forward(S, n_in, n_out, activation, dtype):
     K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out)
     want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)
     np.testing.assert_allclose(A_out, want, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile,samples", [(K.dense._dot4x4, 4), (K.dense._dot2x4, 2)])
+def test_both_forward_register_tiles(tile, samples, dtype):
+    """The forward runs one of the two tiles, by the CPU's register count (`SAMPLE_TILE`): each is
+    checked here, whichever this CPU runs, against the float64 dot products (eq. 1)."""
+    rng = np.random.default_rng(samples)
+    X, Y = rng.normal(size=(samples + 3, 37)).astype(dtype), rng.normal(size=(9, 37)).astype(dtype)
+    sums = np.array(tile(X, 2, Y, 5)).reshape(samples, 4)
+    np.testing.assert_allclose(sums, X[2:2 + samples].astype(float) @ Y[5:9].T.astype(float), **_tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

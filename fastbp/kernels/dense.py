@@ -8,7 +8,8 @@ Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fuse
 
 All of them read the row-major arrays as they are, with no transposes:
 - the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
-  4 x 4 register tiles (`_dot4x4`);
+  register tiles of 4 samples x 4 units (`_dot4x4`) on AVX-512, 2 x 4 (`_dot2x4`) where there are
+  only 16 vector registers (`SAMPLE_TILE`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
   `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x 8 terms whose inner loop runs
   along the contiguous row, where it vectorises (`_rows_chunk`).
@@ -29,10 +30,15 @@ on the shapes (never on the thread count), so results are bit-identical for any 
 from numba import prange
 
 from .activations import activate_block, derivative, relu_or_identity
+from .target import VECTOR_REGISTERS
 from .common import (FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, njit, task_range,
                      unsigned_range)
 
 TILE = 4  # output rows (samples s, or units k) per register tile
+# The forward's register tile is SAMPLE_TILE samples x TILE units: dot products whose partial sums each
+# fill a vector register. 4 x 4 holds 16 of them plus 8 loaded vectors: that fits AVX-512's 32 registers,
+# but on AVX2's 16 LLVM spilled 5 sums to the stack on every step; 2 x 4 ran 1.3x faster there.
+SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 2
 CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
 MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
@@ -96,6 +102,29 @@ def _dot4x4(X, m, Y, n):
             c20, c21, c22, c23, c30, c31, c32, c33)
 
 
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _dot2x4(X, m, Y, n):
+    """The 8 dot products Σ_p X[m+a, p] Y[n+c, p], a in 0..1, c in 0..3: the register tile for CPUs
+    with 16 vector registers (AVX2), where the 16 sums of `_dot4x4` do not fit."""
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = cast_like(X, 0)
+    for p in range(X.shape[1]):
+        x0, x1 = X[m, p], X[m + 1, p]
+        y0, y1, y2, y3 = Y[n, p], Y[n + 1, p], Y[n + 2, p], Y[n + 3, p]
+        c00 += x0 * y0
+        c01 += x0 * y1
+        c02 += x0 * y2
+        c03 += x0 * y3
+        c10 += x1 * y0
+        c11 += x1 * y1
+        c12 += x1 * y2
+        c13 += x1 * y3
+    return c00, c01, c02, c03, c10, c11, c12, c13
+
+
+#: the forward's register tile, SAMPLE_TILE x TILE dot products
+_dot_tile = _dot4x4 if SAMPLE_TILE == 4 else _dot2x4
+
+
 @njit(inline="always", cache=True)
 def _tile(t, M, N, columns):
     """Rows [m0, m1) x columns [j0, j1) of tile t of a row-sum kernel's M x N output, in tiles of
@@ -130,7 +159,7 @@ def _forward_tasks(S, W):
     tiles (s) in blocks, so that there are about TASKS tasks of about equal work: enough that a
     thread's share varies little with where prange cuts the run of tasks.
     """
-    n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (W.shape[0] + TILE - 1) // TILE
+    n_s_tiles, n_u_tiles = (S + SAMPLE_TILE - 1) // SAMPLE_TILE, (W.shape[0] + TILE - 1) // TILE
     n_groups = (n_u_tiles + _group(W) - 1) // _group(W)
     n_blocks = max(1, min(n_s_tiles, (TASKS + n_groups - 1) // n_groups))
     return n_groups * n_blocks, n_groups, n_blocks
@@ -141,7 +170,7 @@ def _forward_task(t, n_groups, n_blocks, S, n_out):
     """Sample tiles [st0, st1) and unit tiles [u0, u1) of forward task t: block t % n_blocks of the
     sample tiles, with group t // n_blocks of the unit tiles. Blocks (and groups) differ in size by
     at most one tile, and none is empty (for S > 0)."""
-    n_s_tiles, n_u_tiles = (S + TILE - 1) // TILE, (n_out + TILE - 1) // TILE
+    n_s_tiles, n_u_tiles = (S + SAMPLE_TILE - 1) // SAMPLE_TILE, (n_out + TILE - 1) // TILE
     g, block = t // n_blocks, t % n_blocks
     return (block * n_s_tiles // n_blocks, (block + 1) * n_s_tiles // n_blocks,
             g * n_u_tiles // n_groups, (g + 1) * n_u_tiles // n_groups)
@@ -172,7 +201,7 @@ def dense_forward(A, W, b, code, A_out):
     """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (docs/derivation.md eq. 1, 2)
 
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
-    A_out: (S, n_out), written. Computed in 4 x 4 tiles of (s, k), parallel over tasks of many
+    A_out: (S, n_out), written. Computed in SAMPLE_TILE x 4 tiles of (s, k), parallel over tasks of many
     tiles (serial below PARALLEL_WORK): each a[s, k] is summed by one thread, in order of j.
 
     A task is a group of up to 16 unit tiles (64 rows of W) with a block of sample tiles
@@ -194,9 +223,9 @@ def dense_forward(A, W, b, code, A_out):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
                                   u * TILE, min(u * TILE + TILE, n_out))
-            activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+            activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 # parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (fewer
@@ -214,20 +243,20 @@ def dense_forward_serial(A, W, b, code, A_out):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
         for st in range(st0, st1):
             for u in range(u0, u1):
-                _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
                               u * TILE, min(u * TILE + TILE, n_out))
-        activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+        activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
     """a[s, k] = relu(b[k] + Σ_j W[k, j] a^{l-1}[s, j]) for relu, z = b[k] + Σ ... for the other codes
-    (`activate_block` follows), on the [s0, s1) x [k0, k1) tile of `dense_forward`: a 4 x 4 register
-    tile when it is full, 1 x 4 tiles for the samples of a partial tile (batch 1 included), single
+    (`activate_block` follows), on the [s0, s1) x [k0, k1) tile of `dense_forward`: a SAMPLE_TILE x 4
+    register tile (`_dot_tile`) when it is full, 1 x 4 tiles for the samples of a partial tile (batch 1 included), single
     sums at the last units."""
-    if s1 - s0 == TILE and k1 - k0 == TILE:
-        c = _dot4x4(A, s0, W, k0)
-        for i in range(TILE):
+    if s1 - s0 == SAMPLE_TILE and k1 - k0 == TILE:
+        c = _dot_tile(A, s0, W, k0)
+        for i in range(SAMPLE_TILE):
             for q in range(TILE):
                 A_out[s0 + i, k0 + q] = relu_or_identity(code, c[TILE * i + q] + b[k0 + q])
     elif k1 - k0 == TILE:
@@ -430,6 +459,6 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
             for st in range(st0, st1):
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * TILE, min(st * TILE + TILE, S),
+                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
                                   u * TILE, min(u * TILE + TILE, n_out))
-            activate_block(code, A_out, st0 * TILE, min(st1 * TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+            activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import os
 
+from llvmlite import binding as llvm
+from numba.core import config
 from numba.core.compiler import Compiler
 
 #: the widths LLVM accepts for "prefer-vector-width", in bits
@@ -38,6 +40,19 @@ def vector_width() -> int:
 
 
 VECTOR_WIDTH = vector_width()
+
+
+def vector_registers() -> int:
+    """Vector registers of the CPU that Numba compiles for: 32 with AVX-512 (zmm0-31), else 16.
+
+    The features are Numba's: ``NUMBA_CPU_FEATURES`` if set, else the host's. Numba's cache index is
+    keyed by the same features, so code built for one count is never loaded on a CPU with the other.
+    """
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+    return 32 if "+avx512f" in features.split(",") else 16
+
+
+VECTOR_REGISTERS = vector_registers()
 
 
 def _width_attributes(width: int) -> tuple[str, ...]:
