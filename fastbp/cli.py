@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from . import prebuild
 from .data import load_digits_split
 from .kernels import ACTIVATIONS, forward_backward, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("compile", help="compile the kernels into the cache ahead of time (docs/compile-cache.md)")
     build.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32"])
     build.add_argument("--activations", nargs="+", choices=sorted(ACTIVATIONS), default=["relu"])
-    build.add_argument("--optimizers", nargs="+", choices=["sgd", "momentum", "adam", "adamw"], default=["sgd"])
+    build.add_argument("--optimizers", nargs="+", choices=prebuild.OPTIMIZER_NAMES, default=["sgd"])
     build.add_argument("--workers", type=_positive_int, default=1, help="processes compiling at once (default: 1)")
     build.add_argument("--all", action="store_true", help="every dtype, activation and optimizer")
     return parser
@@ -82,7 +83,6 @@ def _world(distributed: bool):
 
 
 def compile_kernels(args: argparse.Namespace) -> int:
-    from . import prebuild
     if args.all:
         args.dtypes, args.activations, args.optimizers = prebuild.DTYPE_NAMES, sorted(ACTIVATIONS), prebuild.OPTIMIZER_NAMES
     done = prebuild.compile(args.dtypes, args.activations, args.optimizers, workers=args.workers)

@@ -2,7 +2,8 @@
 
 Fields: ``format_version`` (int), ``layer_sizes`` (int64, L+1), ``activations`` (str, L-1),
 ``output`` (str), ``dtype`` (str, "float32" or "float64"), ``seed`` (int64; an empty array when the
-seed was not an integer), then ``W1, b1, ..., WL, bL`` in the model's dtype, ``W^l`` of shape (n_l, n_{l-1}).
+seed was not an integer), ``dropout`` (float64, the model's dropout probability; files written before
+it existed load with 0), then ``W1, b1, ..., WL, bL`` in the model's dtype, ``W^l`` of shape (n_l, n_{l-1}).
 Files are written to a temporary file in the same directory, flushed, fsync'ed and renamed over the
 target, so a crash leaves either the old file or the new one, never half of one.
 """
@@ -18,6 +19,7 @@ from .model import MLP
 
 FORMAT_VERSION = 1
 _HEADER = ("format_version", "layer_sizes", "activations", "output", "dtype", "seed")
+_OPTIONAL = ("dropout",)  # fields added after version 1 was first written: missing means the old default
 
 
 def save(model: MLP, path: str | os.PathLike) -> None:
@@ -84,6 +86,7 @@ def _fields(model: MLP) -> dict[str, np.ndarray]:
         "output": np.array(model.output),
         "dtype": np.array(np.dtype(model.dtype).name),
         "seed": np.array(seed if is_int else [], dtype=np.int64),
+        "dropout": np.array(model.dropout, dtype=np.float64),
     }
     for l, (W, b) in enumerate(zip(model.weights, model.biases), start=1):
         fields[f"W{l}"], fields[f"b{l}"] = W, b
@@ -139,12 +142,13 @@ def _model_from(fields: dict[str, np.ndarray]) -> MLP:
     output = _strings(fields["output"], "output", K.OUTPUTS, shape=())
     dtype = _strings(fields["dtype"], "dtype", {"float32": 0, "float64": 0}, shape=())
     seed = _seed(fields["seed"])
-    expected = set(_HEADER) | {f"{p}{l}" for l in range(1, len(sizes)) for p in "Wb"}
+    dropout = _dropout(fields.get("dropout", np.array(0.0)))
+    expected = set(_HEADER) | set(_OPTIONAL) | {f"{p}{l}" for l in range(1, len(sizes)) for p in "Wb"}
     unexpected = sorted(set(fields) - expected)
     if unexpected:
         raise ValueError(f"unexpected field(s) {unexpected} for {len(sizes) - 1} layers")
     model = MLP(sizes, activation=list(activations), output=str(output), dtype=np.dtype(str(dtype)).type,
-                seed=seed if seed is not None else 0)
+                seed=seed if seed is not None else 0, dropout=dropout)
     model.seed = seed
     for l in range(1, len(sizes)):
         model.weights[l - 1][...] = _parameter(fields, f"W{l}", (sizes[l], sizes[l - 1]), model.dtype)
@@ -171,6 +175,12 @@ def _strings(value: np.ndarray, name: str, allowed: dict, shape: tuple) -> np.nd
         if str(item) not in allowed:
             raise ValueError(f"{name} holds {str(item)!r}; expected one of {sorted(allowed)}")
     return value
+
+
+def _dropout(value: np.ndarray) -> float:
+    if value.shape != () or value.dtype.kind != "f" or not 0 <= float(value) < 1:
+        raise ValueError(f"dropout must be a float scalar in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _seed(value: np.ndarray) -> int | None:

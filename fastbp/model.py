@@ -226,7 +226,7 @@ class MLP:
                                                       alpha, clip_norm, validation, stopper, checkpoint_every, resume)
         history = self._empty_history(validation is not None)
         if ctx is None:
-            run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm, seed), X.shape[0]
+            run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm, seed, sparse_input.is_sparse(X)), X.shape[0]
         else:
             n_total = ctx.n_total(X.shape[0])
             batch_size = min(batch_size, n_total)
@@ -452,6 +452,7 @@ class MLP:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("dropout", 0.0)  # pickled before dropout existed
         self.__dict__.update(state)
         self._params = copy_on_a_line(self._params)  # unpickled arrays start wherever NumPy put them
         self.weights, self.biases = self._views(self._params)
@@ -465,15 +466,17 @@ class _Run:
     """One fit's buffers and the compiled epoch for its optimizer; an epoch that diverges is undone."""
 
     def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None,
-                 seed: int = 0):
+                 seed: int = 0, sparse: bool = False):
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
-        self.dropout = (float(getattr(model, "dropout", 0.0)), _dropout_seed(seed))
+        self.dropout = (_check_dropout(model.dropout), _dropout_seed(seed))  # checked again: a public attribute
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else empty_on_a_line(model._params.shape, model.dtype)
-        self.work = model._workspace(batch_size, copies=2 if self.fused else 1)  # K.train_epoch keeps two batches
         self.alpha, self.max_norm = alpha, clip_norm or 0.0
         self.diverged_loss = math.nan
+        # CSR X: kernels.sparse with its own workspace (no dense a^0); else K.train_epoch, which keeps two batches
+        self.sparse = sparse_input.SparseEpoch(self) if sparse else None
+        self.work = None if sparse else model._workspace(batch_size, copies=2 if self.fused else 1)
 
     def epoch(self, X, T, order, lr: float, history, sw=None) -> bool:
         """Train one epoch at learning rate `lr` and append its numbers to history; False, with nothing
@@ -483,8 +486,7 @@ class _Run:
         saved = m._params.copy(), self.state.copy(), opt.steps
         start = time.perf_counter()
         with parallel_section():
-            if sparse_input.is_sparse(X):  # CSR: kernels.sparse, one workspace per fit
-                self.sparse = getattr(self, "sparse", None) or sparse_input.SparseEpoch(self)
+            if self.sparse is not None:  # CSR X
                 loss_sum, correct = self.sparse(X, T, order, hyper)
             elif self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,

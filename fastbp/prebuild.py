@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 #: the optimizers `compile` knows, by name: plain SGD runs the fused epoch kernel, the others the general one
-OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 DTYPE_NAMES = ("float32", "float64")
 
 
@@ -34,9 +34,10 @@ class Job:
 
 
 def _optimizer(name: str):
-    from .optim import SGD, Adam, AdamW
+    from .optim import SGD, Adam, AdamW, RMSprop
     return {"sgd": lambda: SGD(lr=0.01), "momentum": lambda: SGD(lr=0.01, momentum=0.9),
-            "adam": lambda: Adam(lr=0.001), "adamw": lambda: AdamW(lr=0.001)}[name]()
+            "adam": lambda: Adam(lr=0.001), "adamw": lambda: AdamW(lr=0.001),
+            "rmsprop": lambda: RMSprop(lr=0.001)}[name]()
 
 
 def run_job(job: Job, on_compile=None) -> list[str]:
@@ -112,7 +113,7 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
     dtypes : sequence of {"float32", "float64"}, default ("float32",)
     activations : sequence of str, default ("relu",)
         Hidden activations, as in `MLP` (they share compiled code today; each is run once anyway).
-    optimizers : sequence of {"sgd", "momentum", "adam", "adamw"}, default ("sgd",)
+    optimizers : sequence of {"sgd", "momentum", "adam", "adamw", "rmsprop"}, default ("sgd",)
         "sgd" is the fused epoch kernel; the others (and SGD with an L2 penalty or clipping) share
         the general one, so naming one of them compiles it for all.
     workers : int, default 1

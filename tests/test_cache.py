@@ -266,7 +266,8 @@ def test_compile_checks_its_arguments():
     from fastbp import prebuild
     jobs = prebuild.plan(["float32", "float64"], ["relu", "tanh"], ["sgd", "adam"])
     assert [str(j) for j in jobs] == ["float32 sgd + predict", "float32 adam", "float64 sgd + predict", "float64 adam"]
-    for bad in ({"dtypes": ["float16"]}, {"optimizers": ["rmsprop"]}, {"activations": []}, {"workers": 0}):
+    assert set(fastbp.kernels.OPTIMIZERS) <= set(prebuild.OPTIMIZER_NAMES)  # every registered optimizer has a name
+    for bad in ({"dtypes": ["float16"]}, {"optimizers": ["adagrad"]}, {"activations": []}, {"workers": 0}):
         with pytest.raises(ValueError):
             fastbp.compile(**{"progress": False, **bad})
 

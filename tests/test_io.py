@@ -38,7 +38,7 @@ def test_file_holds_plain_named_fields(tmp_path):
     model.save(tmp_path / "m.npz")
     fields = _saved_fields(tmp_path / "m.npz")
     assert sorted(fields) == sorted(["format_version", "layer_sizes", "activations", "output", "dtype", "seed",
-                                     "W1", "b1", "W2", "b2"])
+                                     "dropout", "W1", "b1", "W2", "b2"])
     assert fields["format_version"] == io.FORMAT_VERSION and fields["layer_sizes"].tolist() == [3, 4, 2]
     assert fields["activations"].tolist() == ["tanh"] and str(fields["output"]) == "softmax"
     assert str(fields["dtype"]) == "float32" and int(fields["seed"]) == 5
@@ -51,6 +51,14 @@ def test_trained_model_round_trip_keeps_predictions(tmp_path, digits):
     model.fit(X_train, y_train, epochs=2, verbose=0)
     model.save(str(tmp_path / "digits.npz"))
     np.testing.assert_array_equal(fastbp.load(str(tmp_path / "digits.npz")).predict(X_test), model.predict(X_test))
+
+
+def test_dropout_is_saved_and_a_file_without_it_loads_with_none(tmp_path):
+    model = fastbp.MLP([3, 4, 2], seed=0, dropout=0.3)
+    model.save(tmp_path / "m.npz")
+    assert fastbp.load(tmp_path / "m.npz").dropout == 0.3
+    older = _edited(tmp_path, dropout=None)  # written before the field existed
+    assert fastbp.load(older).dropout == 0.0
 
 
 def test_save_replaces_atomically_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
@@ -108,6 +116,8 @@ def _edited(tmp_path, **changes):
     (dict(W1=None), "missing field 'W1'"),
     (dict(output=None), r"missing field\(s\) \['output'\]"),
     (dict(extra=np.zeros(1)), r"unexpected field\(s\) \['extra'\]"),
+    (dict(dropout=np.array(1.0)), r"dropout must be a float scalar in \[0, 1\)"),
+    (dict(dropout=np.array([0.1])), r"dropout must be a float scalar"),
 ])
 def test_hand_edited_files_raise_a_clear_error(tmp_path, changes, match):
     path = _edited(tmp_path, **changes)

@@ -147,32 +147,14 @@ def forward(sizes, codes, params, poff, A0, work, woff, S, p=0.0, key=0):
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
     p > 0: inverted dropout on every hidden a^l, masks from key = `dropout.step_key(seed, step)`.
     """
-    if p > 0:
-        _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key)
-    else:
-        _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S)
+    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S, p, key)
 
 
 @njit(inline="always", cache=True)
-def _dropout_layers(sizes, codes, params, poff, A0, work, woff, S, p, key):
-    """`_layers` with inverted dropout applied to each hidden a^l before the next layer reads it."""
-    L = sizes.shape[0] - 1
-    A_in = A0
-    for l in range(1, L + 1):
-        W, b = _weights(params, poff, sizes, l)
-        A_out = _mat(work, woff[l, A_], S, sizes[l])
-        code = codes[l - 1] if l < L else IDENTITY
-        dense_forward(A_in, W, b, dense_code(code), A_out)
-        _keep_z(code, A_out, work, woff, sizes, l, S)
-        if l < L:
-            dropout_forward(A_out, p, layer_key(key, l))
-        A_in = A_out
-
-
-@njit(inline="always", cache=True)
-def _layers(dense, sizes, codes, params, poff, A0, work, woff, S):
+def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
-    thread's block of rows); returns the logits z^L, left in the workspace's a^L."""
+    thread's block of rows); returns the logits z^L, left in the workspace's a^L. p > 0: inverted
+    dropout on each hidden a^l before the next layer reads it."""
     L = sizes.shape[0] - 1
     A_in = A0
     for l in range(1, L + 1):
@@ -181,6 +163,8 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S):
         code = codes[l - 1] if l < L else IDENTITY
         dense(A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
+        if p > 0 and l < L:
+            dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
     return _mat(work, woff[L, A_], S, sizes[L])
 
@@ -459,7 +443,7 @@ def _predict_blocks(X, sizes, codes, params, work, out, rows, b0, b1):
     for block in range(b0, b1):
         start = block * rows
         S = min(rows, N - start)
-        Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work, woff, S)
+        Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work, woff, S, 0.0, 0)
         output_activation_serial(Z, codes[L - 1], out[start:start + S])
 
 
