@@ -383,7 +383,13 @@ class MLP:
         """(threads, size): one workspace per Numba thread for `K.predict_outputs` on `n_rows` rows, whose
         threads each take their own blocks of rows through every layer; as small as those blocks."""
         threads = threads or numba.get_num_threads()
-        return self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
+        # kept per Python thread for the next call with the same (rows, threads): sizing and allocating them
+        # took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md); never shared between threads
+        local = self.__dict__.setdefault("_row_work", threading.local())
+        if getattr(local, "key", None) != (n_rows, threads):
+            local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
+            local.key = (n_rows, threads)
+        return local.work
 
     def _checkpoint(self, path, ctx, optimizer, epoch, finished, rng, history, stopper, batch_size, n_total):
         """Write a checkpoint (`fastbp.checkpoint`); with comm, rank 0 writes after a barrier and every rank
@@ -449,6 +455,7 @@ class MLP:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["weights"], state["biases"]  # views into _params: rebuilt on unpickling
+        state.pop("_row_work", None)  # predict's per-thread workspaces: made again when needed
         return state
 
     def __setstate__(self, state: dict) -> None:

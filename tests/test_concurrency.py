@@ -3,6 +3,7 @@ models at once get exactly the weights they get one after the other, and results
 the number of Numba threads for any optimizer path (tests/test_model.py covers plain SGD)."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -73,6 +74,21 @@ def test_one_model_predicted_from_many_threads(digits):
     want = m.predict_proba(X_test)
     for got in _in_parallel([lambda: m.predict_proba(X_test)] * 4):
         np.testing.assert_array_equal(got, want)
+
+
+def test_predict_keeps_a_workspace_per_thread_and_size(digits):
+    """predict_proba reuses its last workspace: threads predicting other row counts at the same time
+    each get their own, a new size makes a new one, and the model still pickles."""
+    X, X_test, y, _ = digits
+    m = fastbp.MLP([64, 32, 10], seed=0)
+    m.fit(X, y, epochs=1, verbose=0)
+    sizes = [1, 7, 300, 1, len(X_test)]
+    want = [pickle.loads(pickle.dumps(m)).predict_proba(X_test[:n]) for n in sizes]
+    for _ in range(3):
+        got = _in_parallel([lambda n=n: m.predict_proba(X_test[:n]) for n in sizes])
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).predict_proba(X_test), want[-1])
 
 
 _THREADS_SCRIPT = """
