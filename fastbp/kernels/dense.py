@@ -11,7 +11,7 @@ All of them read the row-major arrays as they are, with no transposes:
   register tiles of 4 samples x 4 units (`_dot4x4`) on AVX-512, 2 x 4 (`_dot2x4`) where there are
   only 16 vector registers (`SAMPLE_TILE`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
-  `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x 8 terms whose inner loop runs
+  `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x CHUNK terms whose inner loop runs
   along the contiguous row, where it vectorises (`_rows_chunk`).
 
 Compile time: the forward kernels call the inlined tile functions from their own loops, never
@@ -39,7 +39,11 @@ TILE = 4  # output rows (samples s, or units k) per register tile
 # fill a vector register. 4 x 4 holds 16 of them plus 8 loaded vectors: that fits AVX-512's 32 registers,
 # but on AVX2's 16 LLVM spilled 5 sums to the stack on every step; 2 x 4 ran 1.3x faster there.
 SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 2
-CHUNK = 8  # terms of a row sum per register tile: a constant trip count that LLVM unrolls
+# Terms of a row sum per register tile, a constant trip count that LLVM unrolls. The tile's 4 x CHUNK factors
+# are loop-invariant and wait in vector registers. 32 of them spill on AVX2's 16 registers, and the 8 rows of Y
+# plus 4 output rows that 4 KB row strides (1,024-wide float32 layers) map to one L1 set exceed its 8 ways:
+# there 4 terms ran the row sums 1.2-2x faster than 8 (benchmarks/NOTES.md). AVX-512 keeps the 8 it was tuned with.
+CHUNK = 8 if VECTOR_REGISTERS >= 32 else 4
 MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
 MAX_COLUMNS = 256  # ... nor wider: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB of float32)
@@ -276,7 +280,7 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
     """out[m0+i, j] += Σ_{q<n} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
 
     The q loop has a constant trip count n (8, or 2 for the backward's last terms), so LLVM unrolls
-    it and vectorises the j loop with the four sums in registers: 8 loads of Y feed 32 FMAs. The
+    it and vectorises the j loop with the four sums in registers: n loads of Y feed 4n FMAs. The
     factors α X are loop-invariant and computed once per tile, so α costs no multiply in the loop.
     """
     for j in unsigned_range(j0, j1):
@@ -298,10 +302,10 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
     """out[m, j] += α Σ_{p0 ≤ p < p1} X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1): block [p0, p1)
     of the terms of out = β out + α Σ_p X[m, p] Y[p, j], β applied with the first block (p0 = 0).
 
-    Blocks start at multiples of 8 and are added in order, so each element is summed term after
+    Blocks start at multiples of CHUNK and are added in order, so each element is summed term after
     term in the order of p, however the terms are blocked. Full tiles of 4 rows take the register
-    tile for each chunk of 8 terms, and with `pairs` for each pair of the P % 8 terms left (the
-    backward's: a 10-unit output layer is 8 + 2 terms). The terms left then, and rows beyond a full
+    tile for each chunk of CHUNK terms, and with `pairs` for each pair of the P % CHUNK terms left (the
+    backward's: a 10-unit output layer is 8 + 2 terms, or 4 + 4 + 2). The terms left then, and rows beyond a full
     tile, are added one term at a time, skipping zero X[m, p] (a relu unit that was off in the layer
     above contributes nothing: the relu skip of docs/derivation.md). `pairs` is a compile-time choice:
     Numba prunes the branch when it is left out, and the weight gradient (whose terms are samples, a
