@@ -279,7 +279,7 @@ def _forward_tile(A, W, b, code, A_out, s0, s1, k0, k1):
 def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
     """out[m0+i, j] += Σ_{q<n} (α X[m0+i, p0+q]) Y[p0+q, j] for i < 4, j in [j0, j1): a register tile.
 
-    The q loop has a constant trip count n (8, or 2 for the backward's last terms), so LLVM unrolls
+    The q loop has a constant trip count n (CHUNK, or 2 for the backward's last terms), so LLVM unrolls
     it and vectorises the j loop with the four sums in registers: n loads of Y feed 4n FMAs. The
     factors α X are loop-invariant and computed once per tile, so α costs no multiply in the loop.
     """

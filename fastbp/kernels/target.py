@@ -48,7 +48,12 @@ def vector_registers() -> int:
     The features are Numba's: ``NUMBA_CPU_FEATURES`` if set, else the host's. Numba's cache index is
     keyed by the same features, so code built for one count is never loaded on a CPU with the other.
     """
-    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+    features = config.CPU_FEATURES
+    if features is None:
+        try:
+            features = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:  # LLVM cannot read this host's features (as Numba, then assume none)
+            features = ""
     return 32 if "+avx512f" in features.split(",") else 16
 
 
