@@ -1,4 +1,4 @@
-"""Which Numba threading layer runs fastbp's parallel kernels, chosen once, when fastbp is imported.
+"""Which Numba threading layer runs fastbp's parallel kernels, chosen once, when fastbp's kernels load.
 
 Numba runs every ``prange`` loop on one of three threading layers, and they differ in what they
 survive (Numba docs, "The Threading Layers"):

@@ -8,6 +8,7 @@
 - `training`: one step and the loops over an epoch's mini-batches (plain SGD: each step taken by the next forward)
 - `reference`: the readable twins of the dense and loss kernels, plain loop nests in the index notation
 """
+from .. import parallel  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/parallel.py)
 from .cache import attach_caches, configure_cache
 
 configure_cache()  # before any kernel module is imported: their dispatchers' caches are attached below
