@@ -49,6 +49,7 @@ MIN_COLUMNS = 128  # ... but no block narrower than this
 MAX_COLUMNS = 256  # ... nor wider: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB of float32)
 PANEL_BYTES = 1 << 18  # a task's row sums take their terms in blocks whose rows of Y fill at most this (256 KB): they
                        # stay in L2 while the task's row tiles take turns on them, instead of streaming from L3
+L1_BYTES = 1 << 14  # the forward reads rows of W this size from L1 (half of a 32 KB L1d; the rest holds rows of a)
 GROUP = 16  # the forward's tiles come in groups of up to this many unit tiles: 64 rows of W, kept in L2
 MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
 
@@ -155,6 +156,23 @@ def _group(W):
 
 
 @njit(inline="always", cache=True)
+def _sample_block(A, W):
+    """Sample tiles per block of a forward task: as many as have their rows of a^{l-1} fit in PANEL_BYTES,
+    or 1 when a group's rows of W fit in L1_BYTES.
+
+    Why: within a block the unit tiles are the outer loop, so each tile's 4 rows of W are read from L1 by
+    every sample tile in turn, while the block's rows of a^{l-1} come from L2. The other way round, the
+    4 rows of W that each step of the dot products loads came from L2 (a group's 64 rows of 784 float32
+    are 200 KB): L2's 32 bytes a cycle, just what the loop needs, capped the tile. A W that fits in L1
+    (the 10 x 128 output layer) keeps the sample tiles outer: each row of a^{l-1} is then read once.
+    """
+    group_rows = min(W.shape[0], _group(W) * TILE)
+    if group_rows * W.shape[1] * W.itemsize <= L1_BYTES:
+        return 1
+    return max(1, PANEL_BYTES // (SAMPLE_TILE * max(A.shape[1], 1) * A.itemsize))
+
+
+@njit(inline="always", cache=True)
 def _forward_tasks(S, W):
     """(number of tasks, groups, sample blocks per group) of `dense_forward` of W on S samples.
 
@@ -209,8 +227,9 @@ def dense_forward(A, W, b, code, A_out):
     tiles (serial below PARALLEL_WORK): each a[s, k] is summed by one thread, in order of j.
 
     A task is a group of up to 16 unit tiles (64 rows of W) with a block of sample tiles
-    (`_forward_task`); within it the sample tiles take turns, so the group's rows of W stay in L2
-    while each row of a^{l-1} is read once. Tasks are numbered group by group, and prange gives
+    (`_forward_task`), whose rows of W stay in L2. Within it the sample tiles come in blocks whose rows of
+    a^{l-1} stay in L2 too (`_sample_block`), and in each block every unit tile takes its turn on all the
+    block's sample tiles, its 4 rows of W in L1. Tasks are numbered group by group, and prange gives
     each thread one contiguous run of them, so a thread reads only its own rows of W: the rows that
     `dense_weight_gradient` writes on that same thread. Each core then keeps its half of W in its
     own cache from step to step, instead of fetching the rows the other core has just written.
@@ -223,12 +242,14 @@ def dense_forward(A, W, b, code, A_out):
         dense_forward_serial(A, W, b, code, A_out)
     else:
         n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
+        rows = _sample_block(A, W)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-            for st in range(st0, st1):
-                for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
-                                  u * TILE, min(u * TILE + TILE, n_out))
+            for sb in range(st0, st1, rows):  # a block of samples, its rows of a^{l-1} in L2
+                for u in range(u0, u1):  # 4 rows of W in L1 while the block's sample tiles take turns
+                    for st in range(sb, min(sb + rows, st1)):
+                        _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE,
+                                      min(st * SAMPLE_TILE + SAMPLE_TILE, S), u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
@@ -243,12 +264,14 @@ def dense_forward_serial(A, W, b, code, A_out):
     """
     S, n_out = A_out.shape
     n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
+    rows = _sample_block(A, W)
     for t in range(n_tasks):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-        for st in range(st0, st1):
+        for sb in range(st0, st1, rows):
             for u in range(u0, u1):
-                _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
-                              u * TILE, min(u * TILE + TILE, n_out))
+                for st in range(sb, min(sb + rows, st1)):
+                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
+                                  u * TILE, min(u * TILE + TILE, n_out))
         activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
@@ -455,14 +478,16 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
         dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
         n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
+        rows = _sample_block(A, W)
         for g in prange(n_groups):
             # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles,
             # sample tile after sample tile (`dense_forward`'s task g of n_groups, with one block of
             # all the samples), while those rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
-            for st in range(st0, st1):
+            for sb in range(st0, st1, rows):  # as in dense_forward
                 for u in range(u0, u1):
-                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
-                                  u * TILE, min(u * TILE + TILE, n_out))
+                    for st in range(sb, min(sb + rows, st1)):
+                        _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE,
+                                      min(st * SAMPLE_TILE + SAMPLE_TILE, S), u * TILE, min(u * TILE + TILE, n_out))
             activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
