@@ -14,15 +14,15 @@ All of them read the row-major arrays as they are, with no transposes:
   `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x CHUNK terms whose inner loop runs
   along the contiguous row, where it vectorises (`_rows_chunk`).
 
-Compile time: the forward kernels call the inlined tile functions from their own loops, never
-through another inlined wrapper. Numba copies the IR of every inlined body, and a wrapper's copy
-holds everything inlined into it again (flattening three wrappers cut the cold compile time; the
-numbers are in benchmarks/NOTES.md). The row-sum kernels' loops call one compiled task function each
-(`_row_sum_tiles`, `_backward_tiles`) for a run of tiles, so their tile code is compiled once per
-type instead of once per branch and kernel. (The forward's tiles ran slower in such a task
-function: LLVM laid out their loops differently. They stay inlined, with relu alone of the
-activation table; `activate_block` applies tanh and sigmoid once per task, which saves compile time.
-Taking relu out of the tiles too would save more, but made the 256→128 forward slower.)
+Compile time: every kernel's loop calls one compiled task function for a run of tiles
+(`_forward_tiles`, `_row_sum_tiles`, `_backward_tiles`), so the tile code is typed and lowered once
+per type instead of once per branch and kernel: the three forward kernels sharing `_forward_tiles`
+cut a cold `fastbp train` fit from 41 to 31 s (benchmarks/NOTES.md). The tiles are inlined into the
+task functions only. `_forward_tiles` is compiled with parallel=True, though it has no parallel loop:
+compiled without it, the forward ran up to 1.5x slower on one thread (the same loops; what differs is
+Numba's pipeline around them, as for `dense_forward_serial`).
+The forward's tiles apply relu alone of the activation table; `activate_block` applies tanh and
+sigmoid once per task, which saves compile time.
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
@@ -245,12 +245,7 @@ def dense_forward(A, W, b, code, A_out):
         rows = _sample_block(A, W)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-            for sb in range(st0, st1, rows):  # a block of samples, its rows of a^{l-1} in L2
-                for u in range(u0, u1):  # 4 rows of W in L1 while the block's sample tiles take turns
-                    for st in range(sb, min(sb + rows, st1)):
-                        _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE,
-                                      min(st * SAMPLE_TILE + SAMPLE_TILE, S), u * TILE, min(u * TILE + TILE, n_out))
-            activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
 
 
 # parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (fewer
@@ -267,12 +262,25 @@ def dense_forward_serial(A, W, b, code, A_out):
     rows = _sample_block(A, W)
     for t in range(n_tasks):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-        for sb in range(st0, st1, rows):
-            for u in range(u0, u1):
-                for st in range(sb, min(sb + rows, st1)):
-                    _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
-                                  u * TILE, min(u * TILE + TILE, n_out))
-        activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+        _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
+
+
+# parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster
+# code (up to 1.5x on one thread; benchmarks/NOTES.md)
+@njit(parallel=True, fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
+def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows):
+    """Sample tiles [st0, st1) x unit tiles [u0, u1) of the forward: a task. The sample tiles come in
+    blocks of `rows` (`_sample_block`); in each block every unit tile takes its turn on all of the
+    block's sample tiles. Then f on the task's block of a^l, while it is in L1 (`activate_block`).
+    One compiled function for `dense_forward`, `dense_forward_serial` and `dense_update_forward`, so that
+    Numba types and lowers the tiles once, not once per kernel and branch."""
+    S, n_out = A_out.shape
+    for sb in range(st0, st1, rows):
+        for u in range(u0, u1):  # 4 rows of W in L1 while the block's sample tiles take turns
+            for st in range(sb, min(sb + rows, st1)):
+                _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
+                              u * TILE, min(u * TILE + TILE, n_out))
+    activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -485,9 +493,4 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             # all the samples), while those rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
-            for sb in range(st0, st1, rows):  # as in dense_forward
-                for u in range(u0, u1):
-                    for st in range(sb, min(sb + rows, st1)):
-                        _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE,
-                                      min(st * SAMPLE_TILE + SAMPLE_TILE, S), u * TILE, min(u * TILE + TILE, n_out))
-            activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
