@@ -248,8 +248,8 @@ def dense_forward(A, W, b, code, A_out):
             _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
 
 
-# parallel=True with no prange: Numba's parallel pipeline gives these loops faster code (fewer
-# reference-count updates in the inlined tiles; benchmarks/NOTES.md)
+# parallel=True with no prange: it calls the parallel-compiled `_forward_tiles`, and a cached non-parallel
+# caller of a parallel function crashes when a later process loads it (training.py's note)
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def dense_forward_serial(A, W, b, code, A_out):
     """`dense_forward` on the calling thread: its tasks in turn, each sum in the same order.
@@ -488,9 +488,9 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
         n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
         rows = _sample_block(A, W)
         for g in prange(n_groups):
-            # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles,
-            # sample tile after sample tile (`dense_forward`'s task g of n_groups, with one block of
-            # all the samples), while those rows are in cache
+            # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles
+            # (`dense_forward`'s task g of n_groups, with one block of all the samples), while those
+            # rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
             _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
