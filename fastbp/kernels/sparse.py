@@ -40,11 +40,11 @@ def _forward_row(indptr, indices, data, r, WT, b, code, A_out, s):
         A_out[s, k] = activate(code, A_out[s, k])
 
 
-#: below this many multiply-adds the sparse kernels run serially. Higher than `common.PARALLEL_WORK`: one
-#: batch's sparse forward (12,800 nonzeros x 128 units) took 0.45 ms on one thread and 11.9 ms on two while
-#: other processes held the cores (benchmarks/NOTES.md, 2026-12-03), a parallel region then waiting
-#: for a descheduled thread; inference on thousands of rows still splits its rows over the threads.
-SPARSE_PARALLEL_WORK = 1 << 23
+#: below this many multiply-adds the sparse kernels run serially. Higher than `common.PARALLEL_WORK`, as each
+#: term is a random row of Wᵀ. On two idle cores one batch's sparse forward (12,800 nonzeros x 128 units)
+#: took 0.23-0.30 ms on two threads and 0.48-0.68 ms on one, so a batch of 128 such rows runs in parallel;
+#: while other processes held the cores, two threads once took 11.9 ms (benchmarks/NOTES.md, 2026-12-03/04).
+SPARSE_PARALLEL_WORK = 1 << 20
 
 
 @njit(inline="always", cache=True)
