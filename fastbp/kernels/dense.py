@@ -242,10 +242,10 @@ def dense_forward(A, W, b, code, A_out):
         dense_forward_serial(A, W, b, code, A_out)
     else:
         n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
-        rows = _sample_block(A, W)
+        block = _sample_block(A, W)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
 
 
 # parallel=True with no prange: it calls the parallel-compiled `_forward_tiles`, and a cached non-parallel
@@ -259,25 +259,25 @@ def dense_forward_serial(A, W, b, code, A_out):
     """
     S, n_out = A_out.shape
     n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
-    rows = _sample_block(A, W)
+    block = _sample_block(A, W)
     for t in range(n_tasks):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-        _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
+        _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
 
 
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster
 # code (up to 1.5x on one thread; benchmarks/NOTES.md)
 @njit(parallel=True, fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
-def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows):
+def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block):
     """Sample tiles [st0, st1) x unit tiles [u0, u1) of the forward: a task. The sample tiles come in
-    blocks of `rows` (`_sample_block`); in each block every unit tile takes its turn on all of the
+    blocks of `block` tiles (`_sample_block`); in each block every unit tile takes its turn on all of the
     block's sample tiles. Then f on the task's block of a^l, while it is in L1 (`activate_block`).
     One compiled function for `dense_forward`, `dense_forward_serial` and `dense_update_forward`, so that
     Numba types and lowers the tiles once, not once per kernel and branch."""
     S, n_out = A_out.shape
-    for sb in range(st0, st1, rows):
+    for sb in range(st0, st1, block):
         for u in range(u0, u1):  # 4 rows of W in L1 while the block's sample tiles take turns
-            for st in range(sb, min(sb + rows, st1)):
+            for st in range(sb, min(sb + block, st1)):
                 _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
                               u * TILE, min(u * TILE + TILE, n_out))
     activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
@@ -486,11 +486,11 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
         dense_forward(A, W, b, code, A_out)
     else:  # narrower groups in a narrow layer, so that no thread idles
         n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
-        rows = _sample_block(A, W)
+        block = _sample_block(A, W)
         for g in prange(n_groups):
             # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles
             # (`dense_forward`'s task g of n_groups, with one block of all the samples), while those
             # rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
-            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, rows)
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
