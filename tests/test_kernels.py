@@ -103,10 +103,10 @@ def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     np.testing.assert_array_equal(A_out, apart_out)
 
 
-# rows of 600 and 1,100 columns come in column blocks (MAX_COLUMNS); 300 terms of float64 (and 1,100 of
-# float32 in the backward) in two or more term blocks (PANEL_BYTES); 1,100 inputs make forward groups
-# smaller than GROUP
-BLOCKED_SHAPES = [(300, 600, 300), (37, 1100, 70), (9, 1100, 1100)]
+# rows of 600 columns come in column blocks where MAX_COLUMNS is 256 (AVX-512), rows of 2,100 on every CPU, and
+# the 9-sample backward's rows of 1,100 for MIN_TILES; 300 terms of float64 (and 1,100 of float32 in the
+# backward) in two or more term blocks (PANEL_BYTES); 1,100 and 2,100 inputs make forward groups smaller than GROUP
+BLOCKED_SHAPES = [(300, 600, 300), (37, 2100, 70), (9, 1100, 1100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

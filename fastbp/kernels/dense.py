@@ -46,7 +46,11 @@ SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 2
 CHUNK = 8 if VECTOR_REGISTERS >= 32 else 4
 MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
-MAX_COLUMNS = 256  # ... nor wider: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB of float32)
+# ... nor wider. With CHUNK 8 (AVX-512), 256: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB
+# of float32). With CHUNK 4 (AVX2) whole rows up to 2,048 ran the row sums 1.1-1.3x faster than blocks of 256 on
+# one thread: each tile's loop over its columns is longer, and its setup (16 factors broadcast to registers,
+# which AVX2's 16 registers cannot all hold) is paid once per row instead of once per block (benchmarks/NOTES.md).
+MAX_COLUMNS = 256 if CHUNK == 8 else 2048
 PANEL_BYTES = 1 << 18  # a task's row sums take their terms in blocks whose rows of Y fill at most this (256 KB): they
                        # stay in L2 while the task's row tiles take turns on them, instead of streaming from L3
 L1_BYTES = 1 << 14  # the forward reads rows of W this size from L1 (half of a 32 KB L1d; the rest holds rows of a)
