@@ -1,5 +1,5 @@
 """Each kernel against the float64 NumPy matrix form, on shapes that leave remainders after the
-4 x 4 and 2 x 4 tiles (sizes 1..9) and in both dtypes."""
+4 x 4 and 3 x 4 tiles (sizes 1..9) and in both dtypes."""
 import numpy as np
 import pytest
 from numba import njit, types
@@ -36,7 +36,7 @@ def test_dense_forward(S, n_in, n_out, activation, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tile,samples", [(K.dense._dot4x4, 4), (K.dense._dot2x4, 2)])
+@pytest.mark.parametrize("tile,samples", [(K.dense._dot4x4, 4), (K.dense._dot3x4, 3)])
 def test_both_forward_register_tiles(tile, samples, dtype):
     """The forward runs one of the two tiles, by the CPU's register count (`SAMPLE_TILE`): each is
     checked here, whichever this CPU runs, against the float64 dot products (eq. 1)."""

@@ -79,9 +79,9 @@ def test_avx2_cpus_compile_the_same_code_at_every_width(tmp_path):
 
 
 @x86
-@pytest.mark.parametrize("cpu,samples", [(AVX512, 4), (AVX2, 2)], ids=["avx512", "avx2"])
+@pytest.mark.parametrize("cpu,samples", [(AVX512, 4), (AVX2, 3)], ids=["avx512", "avx2"])
 def test_the_forward_tile_fits_the_vector_registers(cpu, samples):
-    """4 x 4 dot products (16 vector sums) where there are 32 registers, 2 x 4 where there are 16."""
+    """4 x 4 dot products (16 vector sums) where there are 32 registers, 3 x 4 (12) where there are 16."""
     env = {**os.environ, **cpu}
     run = subprocess.run([sys.executable, "-c", "from fastbp.kernels import dense; print(dense.SAMPLE_TILE)"],
                          env=env, capture_output=True, text=True, timeout=120)

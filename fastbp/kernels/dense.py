@@ -8,7 +8,7 @@ Step      W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's, fuse
 
 All of them read the row-major arrays as they are, with no transposes:
 - the forward is a dot product over j, contiguous in both `A[s, :]` and `W[k, :]`, computed in
-  register tiles of 4 samples x 4 units (`_dot4x4`) on AVX-512, 2 x 4 (`_dot2x4`) where there are
+  register tiles of 4 samples x 4 units (`_dot4x4`) on AVX-512, 3 x 4 (`_dot3x4`) where there are
   only 16 vector registers (`SAMPLE_TILE`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
   `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x CHUNK terms whose inner loop runs
@@ -37,8 +37,10 @@ from .common import (FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like,
 TILE = 4  # output rows (samples s, or units k) per register tile
 # The forward's register tile is SAMPLE_TILE samples x TILE units: dot products whose partial sums each
 # fill a vector register. 4 x 4 holds 16 of them plus 8 loaded vectors: that fits AVX-512's 32 registers,
-# but on AVX2's 16 LLVM spilled 5 sums to the stack on every step; 2 x 4 ran 1.3x faster there.
-SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 2
+# but on AVX2's 16 LLVM spilled 5 sums to the stack on every step. There 3 x 4 (12 sums) fits with no spill and
+# ran the forward 1.15-1.2x faster than 2 x 4 (8 sums, which ran 1.3x faster than 4 x 4): fewer loads per FMA,
+# and 12 independent sums hide the FMA latency better than 8 (benchmarks/NOTES.md).
+SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 3
 # Terms of a row sum per register tile, a constant trip count that LLVM unrolls. The tile's 4 x CHUNK factors
 # are loop-invariant and wait in vector registers. 32 of them spill on AVX2's 16 registers, and the 8 rows of Y
 # plus 4 output rows that 4 KB row strides (1,024-wide float32 layers) map to one L1 set exceed its 8 ways:
@@ -112,26 +114,34 @@ def _dot4x4(X, m, Y, n):
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
-def _dot2x4(X, m, Y, n):
-    """The 8 dot products Σ_p X[m+a, p] Y[n+c, p], a in 0..1, c in 0..3: the register tile for CPUs
-    with 16 vector registers (AVX2), where the 16 sums of `_dot4x4` do not fit."""
-    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = cast_like(X, 0)
+def _dot3x4(X, m, Y, n):
+    """The 12 dot products Σ_p X[m+a, p] Y[n+c, p], a in 0..2, c in 0..3: the register tile for CPUs
+    with 16 vector registers (AVX2), where the 16 sums of `_dot4x4` do not fit. 12 sums, 3 X vectors
+    and one Y vector at a time fill 16 registers exactly: each step loads 7 vectors for 12 FMAs."""
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = cast_like(X, 0)
     for p in range(X.shape[1]):
-        x0, x1 = X[m, p], X[m + 1, p]
-        y0, y1, y2, y3 = Y[n, p], Y[n + 1, p], Y[n + 2, p], Y[n + 3, p]
-        c00 += x0 * y0
-        c01 += x0 * y1
-        c02 += x0 * y2
-        c03 += x0 * y3
-        c10 += x1 * y0
-        c11 += x1 * y1
-        c12 += x1 * y2
-        c13 += x1 * y3
-    return c00, c01, c02, c03, c10, c11, c12, c13
+        x0, x1, x2 = X[m, p], X[m + 1, p], X[m + 2, p]
+        y = Y[n, p]
+        c00 += x0 * y
+        c10 += x1 * y
+        c20 += x2 * y
+        y = Y[n + 1, p]
+        c01 += x0 * y
+        c11 += x1 * y
+        c21 += x2 * y
+        y = Y[n + 2, p]
+        c02 += x0 * y
+        c12 += x1 * y
+        c22 += x2 * y
+        y = Y[n + 3, p]
+        c03 += x0 * y
+        c13 += x1 * y
+        c23 += x2 * y
+    return c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23
 
 
 #: the forward's register tile, SAMPLE_TILE x TILE dot products
-_dot_tile = _dot4x4 if SAMPLE_TILE == 4 else _dot2x4
+_dot_tile = _dot4x4 if SAMPLE_TILE == 4 else _dot3x4
 
 
 @njit(inline="always", cache=True)
