@@ -475,7 +475,9 @@ class _Run:
     def __init__(self, model: MLP, optimizer: Optimizer, batch_size: int, alpha: float, clip_norm: float | None,
                  seed: int = 0, sparse: bool = False):
         self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
-        self.dropout = (_check_dropout(model.dropout), _dropout_seed(seed))  # checked again: a public attribute
+        # (p, seed) for the kernels, checked again (a public attribute); p = None, not 0, when there is no dropout:
+        # the kernels are then compiled without their dropout code
+        self.dropout = (_check_dropout(model.dropout) or None, _dropout_seed(seed))
         self.fused = optimizer.fused and alpha == 0 and clip_norm is None  # plain SGD, no gradient vector
         self.state = optimizer.bind(model._params)
         self.grads = None if self.fused else empty_on_a_line(model._params.shape, model.dtype)

@@ -177,7 +177,7 @@ def _signatures_beside_train_epoch(dtype_name: str) -> list[tuple[str, tuple]]:
     return [
         # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
-                               types.literal(False), types.none, types.float64, types.int64)),
+                               types.literal(False), types.none, types.none, types.int64)),
         # predict_outputs(X, sizes, codes, params, work, out): work (threads, size)
         ("predict_outputs", (f2, i1, i1, f1, f2, f2)),
     ]

@@ -137,6 +137,6 @@ def loss_and_grads(model, X, T, grads: np.ndarray) -> float:
     transpose_first_layer(params, sizes, model._offsets, True)
     loss, _ = sparse_forward_backward(*csr_arrays(X), np.arange(S), T, sizes, sizes_0, model._codes, params,
                                       model._offsets, work, K.workspace_offsets(sizes_0, S), 1.0 / S, 0.0, grads,
-                                      0.0, 0)
+                                      None, 0)
     transpose_first_layer(grads, sizes, model._offsets, False)
     return float(loss)

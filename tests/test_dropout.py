@@ -1,5 +1,9 @@
 """Inverted dropout on the hidden layers: p = 0 is no dropout, the masks follow from the seed whatever
 the thread count, the gradient under a fixed mask matches central finite differences, predict uses none."""
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -92,7 +96,7 @@ def test_gradient_with_a_fixed_mask_matches_finite_differences(activation):
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-7)
     # the mask really acts: the dropout gradient differs from the plain one
     plain = np.empty_like(params)
-    _step(params, sizes, codes, X, T, 0.0, 0, plain)
+    _step(params, sizes, codes, X, T, None, 0, plain)
     assert not np.allclose(plain, grads)
 
 
@@ -141,3 +145,30 @@ def test_estimators_dropout():
     assert a.model_.dropout == 0.3 and a.get_params()["dropout"] == 0.3
     r = MLPRegressor(hidden_layer_sizes=(20,), max_iter=3, random_state=0, dropout=0.2, solver="sgd").fit(X, X[:, 0])
     assert np.isfinite(r.predict(X)).all()
+
+
+_COMPILE_FORWARD = """
+import numpy as np, fastbp
+from fastbp import kernels as K
+from fastbp.kernels.dropout import dropout_forward
+m = fastbp.MLP([4, 8, 3], seed=0)
+X = np.ones((5, 4), np.float32)
+woff = K.workspace_offsets(m._sizes, 5)
+work = np.empty(woff[-1, 2], np.float32)
+args = (m._sizes, m._codes, m._params, K.param_offsets(m._sizes), X, work, woff, 5)
+K.forward(*args, None, np.int64(0))
+print(len(dropout_forward.signatures))
+K.forward(*args, 0.5, np.int64(0))
+print(len(dropout_forward.signatures))
+"""
+
+
+def test_without_dropout_no_dropout_code_is_compiled(tmp_path):
+    """p = None (what fit passes when dropout = 0) is a type of its own: Numba prunes the dropout branches and
+    compiles no dropout kernel; p = 0.5 compiles it. In a new process with an empty cache, so that nothing is
+    loaded ready-made."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _COMPILE_FORWARD], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "1"]

@@ -120,7 +120,7 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
     A_in = _mat(work, woff[1, A_], S, sizes[1])
     sparse_forward(indptr, indices, data, rows, WT, b, codes[0] if L > 1 else IDENTITY, A_in)
     for l in range(2, L + 1):
-        if p > 0:
+        if p is not None:
             dropout_forward(A_in, p, layer_key(key, l - 1))
         W, b = _weights(params, poff, sizes, l)
         A_out = _mat(work, woff[l, A_], S, sizes[l])
@@ -148,7 +148,7 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
     params, grads, state: with W^1 (and its gradient and optimizer state) stored transposed, (n_0, n_1)
     (`transpose_first_layer`): every optimizer step is elementwise, so it runs on that layout unchanged.
     T: (N, n_L) targets · work: `workspace_offsets(sizes with n_0 = 0, batch_size)` elements · t: steps so far.
-    p > 0: inverted dropout, the masks of step t from `seed`. Returns (Σ_batches S·E, number correct, t).
+    p not None: inverted dropout, the masks of step t from `seed`. Returns (Σ_batches S·E, number correct, t).
     """
     N, L = order.shape[0], sizes.shape[0] - 1
     sizes_0 = sizes.copy()  # the shapes of the workspace, which holds no a^0 or δ^0
@@ -163,7 +163,7 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
         for s in range(S):
             for k in range(sizes[L]):
                 Tb[s, k] = T[rows[s], k]
-        key = step_key(seed, t) if p > 0 else 0
+        key = step_key(seed, t) if p is not None else 0
         if fused:
             loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
                                                     poff, work, woff, -hyper[LR] / S, 1.0, params, p, key)

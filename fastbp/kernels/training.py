@@ -142,10 +142,11 @@ def batch_rows(X, T, index, work, woff, sizes):
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, poff, A0, work, woff, S, p=0.0, key=0):
+def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0):
     """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
-    p > 0: inverted dropout on every hidden a^l, masks from key = `dropout.step_key(seed, step)`.
+    p: None, or inverted dropout of probability p on every hidden a^l, masks from key = `dropout.step_key(seed,
+    step)`. None is a type of its own: Numba prunes the dropout branches then, and compiles no dropout code.
     """
     _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S, p, key)
 
@@ -153,7 +154,7 @@ def forward(sizes, codes, params, poff, A0, work, woff, S, p=0.0, key=0):
 @njit(inline="always", cache=True)
 def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
-    thread's block of rows); returns the logits z^L, left in the workspace's a^L. p > 0: inverted
+    thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
     dropout on each hidden a^l before the next layer reads it."""
     L = sizes.shape[0] - 1
     A_in = A0
@@ -163,7 +164,7 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
         code = codes[l - 1] if l < L else IDENTITY
         dense(A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
-        if p > 0 and l < L:
+        if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
     return _mat(work, woff[L, A_], S, sizes[L])
@@ -226,14 +227,14 @@ def batch_weights(sw, index, wb):
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=0.0, key=0):
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=None, key=0):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     α = 1/S, β = 0, out = gradient vector: the gradients ∂E/∂W, ∂E/∂b.
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
-    wb: None, or scaled sample weights (`output_and_loss`). p > 0, key: inverted dropout on the hidden
+    wb: None, or scaled sample weights (`output_and_loss`). p not None, key: inverted dropout on the hidden
     layers (`forward`). Returns (batch-mean loss, number of correct predictions).
     """
     forward(sizes, codes, params, poff, A0, work, woff, S, p, key)
@@ -241,11 +242,11 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
 
 
 @njit(parallel=True, cache=True)
-def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None, p=0.0,
+def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None, p=None,
                       key=0):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
-    p > 0: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too.
+    p not None: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
@@ -260,8 +261,8 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
             code_in = dense_code(codes[l - 2])
             # with dropout, Σ_k δ_k W_kj alone, then the mask, 1/(1-p) and f' (dropout.dropout_backward);
             # one call with an int64 code either way: a literal IDENTITY would compile a second signature
-            dense_backward(D, W, A_in, code_in if p == 0 else np.int64(IDENTITY), D_in)
-            if p > 0:
+            dense_backward(D, W, A_in, code_in if p is None else np.int64(IDENTITY), D_in)
+            if p is not None:
                 dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
                 multiply_derivative_z(codes[l - 2], _mat(work, woff[l - 1, Z_], S, sizes[l - 1]), D_in)
@@ -272,7 +273,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
 
 
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=0.0, key=0):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=None, key=0):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
@@ -280,7 +281,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
     S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
     sometimes a literal 0 would compile this function once more for each such call.)
-    p > 0, key: inverted dropout on this batch's hidden a^l (`forward`).
+    p not None, key: inverted dropout on this batch's hidden a^l (`forward`).
     """
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
@@ -294,13 +295,13 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         code = codes[l - 1] if l < L else IDENTITY
         dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
-        if p > 0 and l < L:
+        if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=0.0, seed=0, t=0):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=None, seed=0, t=0):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -310,7 +311,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params updated in place
     work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
     sw: None or (N,) sample weights (`batch_weights`).
-    p > 0: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
+    p not None: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
     Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
@@ -326,7 +327,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         i = start // batch_size % 2
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
-        key = step_key(seed, t + start // batch_size) if p > 0 else np.int64(0)
+        key = step_key(seed, t + start // batch_size) if p is not None else np.int64(0)
         forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key)
         wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
@@ -341,7 +342,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
 
 @njit(parallel=True, cache=True)
 def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
-                          sw=None, p=0.0, seed=0):
+                          sw=None, p=None, seed=0):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
@@ -350,7 +351,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
     sw: None or (N,) sample weights: the batch loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ_l ||W^l||²
-    (scikit-learn's). p > 0: inverted dropout, the masks of step t from `seed`.
+    (scikit-learn's). p not None: inverted dropout, the masks of step t from `seed`.
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -361,7 +362,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
         S = min(batch_size, N - start)
         A0, Tb = batch_rows(X, T, order[start:start + S], work, woff, sizes)
         wb_s = None if sw is None else _weights_of(sw, order[start:start + S], wb)
-        key = step_key(seed, t) if p > 0 else np.int64(0)
+        key = step_key(seed, t) if p is not None else np.int64(0)
         loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
                                          wb_s, p, key)
         weight = _weight_sum(sw, order[start:start + S])
@@ -443,7 +444,7 @@ def _predict_blocks(X, sizes, codes, params, work, out, rows, b0, b1):
     for block in range(b0, b1):
         start = block * rows
         S = min(rows, N - start)
-        Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work, woff, S, 0.0, 0)
+        Z = _layers(dense_forward_serial, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0)
         output_activation_serial(Z, codes[L - 1], out[start:start + S])
 
 
