@@ -17,8 +17,8 @@ from numba.core.errors import NumbaPerformanceWarning
 from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
 from .common import PARALLEL_WORK, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
-from .dense import (TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
-                    dense_weight_gradient)
+from .dense import (SAMPLE_TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial,
+                    dense_update_forward, dense_weight_gradient)
 from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
@@ -395,19 +395,19 @@ def _weight_sum(sw, index):
     return total
 
 
-#: rows per block of `predict_outputs` (at most): a multiple of TILE; 32-128 rows were as fast
-#: (predicting 10,000 rows)
-PREDICT_ROWS = 64
+#: rows per block of `predict_outputs` (at most): a multiple of the forward's SAMPLE_TILE, at most 64; 32-128 rows
+#: were as fast (predicting 10,000 rows)
+PREDICT_ROWS = 64 // SAMPLE_TILE * SAMPLE_TILE
 
 
 @njit(inline="always", cache=True)
 def _row_blocks(N, n_threads):
     """(rows per block, number of blocks, number of runs) for N rows on n_threads threads: blocks of up to
     PREDICT_ROWS rows, fewer when there are few rows, so that every thread has some; one contiguous run
-    of blocks per thread (`task_range`). Blocks start at multiples of TILE, so every row falls in the same
-    kind of tile as in one `forward` over all N rows, whatever n_threads is."""
+    of blocks per thread (`task_range`). Blocks start at multiples of the forward's SAMPLE_TILE, so every row
+    falls in the same kind of register tile as in one `forward` over all N rows, whatever n_threads is."""
     per_thread = (N + n_threads - 1) // n_threads
-    rows = max(TILE, min(PREDICT_ROWS, (per_thread + TILE - 1) // TILE * TILE))
+    rows = max(SAMPLE_TILE, min(PREDICT_ROWS, (per_thread + SAMPLE_TILE - 1) // SAMPLE_TILE * SAMPLE_TILE))
     n_blocks = (N + rows - 1) // rows
     return rows, n_blocks, min(n_threads, n_blocks)
 
