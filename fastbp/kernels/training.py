@@ -422,8 +422,8 @@ def predict_outputs(X, sizes, codes, params, work, out):
     Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
     its own, in its own workspace, so no thread reads what another wrote and there is one parallel
     region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
-    threads, and each layer would read the other thread's half of the one before.) A single run, as for
-    a few rows, starts no parallel region at all: waking the other threads costs more than its rows.
+    threads, and each layer would read the other thread's half of the one before.) A single block, as for a
+    few rows, runs layer by layer through `dense_forward` instead (see below).
     The results are those of `forward` on the whole of X, bit for bit, for any number of threads.
     """
     rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
