@@ -76,13 +76,19 @@ def allreduce_alone(comm, vector, repeats: int = 50) -> float:
     return 1e6 * statistics.median(comm.allgather(statistics.median(times)))
 
 
-def launch(config: str, samples: int, epochs: int) -> dict:
-    if config == "pair":  # two 1x1 processes at once, nothing shared: the most 2 ranks can reach on this machine
-        return launch_pair(samples, epochs)
+def worker_command(samples: int, epochs: int) -> tuple[list[str], dict]:
+    """(command, environment) of one worker process of this script, NUMBA_NUM_THREADS left for the caller."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("NUMBA_NUM_THREADS", None)
     python = [sys.executable, str(Path(__file__).resolve()), "--worker", "--samples", str(samples),
               "--epochs", str(epochs)]
+    return python, env
+
+
+def launch(config: str, samples: int, epochs: int) -> dict:
+    if config == "pair":  # two 1x1 processes at once, nothing shared: the most 2 ranks can reach on this machine
+        return launch_pair(samples, epochs)
+    python, env = worker_command(samples, epochs)
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     if config == "1x1":
         command, env["NUMBA_NUM_THREADS"] = python, "1"
@@ -101,10 +107,8 @@ def launch(config: str, samples: int, epochs: int) -> dict:
 def launch_pair(samples: int, epochs: int) -> dict:
     """Two independent 1 x 1 runs started together; their summed throughput. No communication and no waiting
     for each other: what the two cores give when each runs its own copy (shared L3, memory and clocks)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               NUMBA_NUM_THREADS="1")
-    python = [sys.executable, str(Path(__file__).resolve()), "--worker", "--samples", str(samples),
-              "--epochs", str(epochs)]
+    python, env = worker_command(samples, epochs)
+    env["NUMBA_NUM_THREADS"] = "1"
     procs = [subprocess.Popen(python, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     speeds = []
