@@ -86,6 +86,7 @@ def compile_kernels(args: argparse.Namespace) -> int:
     if args.all:
         args.dtypes, args.activations, args.optimizers = prebuild.DTYPE_NAMES, sorted(ACTIVATIONS), prebuild.OPTIMIZER_NAMES
     done = prebuild.compile(args.dtypes, args.activations, args.optimizers, workers=args.workers)
+    load_digits_split()  # keeps the split `fastbp train` uses in the cache: its first run then imports no scikit-learn
     where = done["directory"] or "memory only (no safe cache directory: nothing was kept)"
     kernels = sorted({name for names in done["compiled"].values() for name in names})
     print(f"fastbp: {len(kernels)} kernels compiled in {done['seconds']:.1f} s; cache: {where}")

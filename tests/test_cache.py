@@ -291,12 +291,17 @@ def test_the_workers_signatures_are_the_ones_a_fit_uses():
 
 def test_fastbp_compile_fills_the_cache(capsys):
     """`fastbp compile` leaves train_epoch and predict_outputs in the cache, each with the argument
-    types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py)."""
+    types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py), and
+    the digits split of `fastbp train` (whose first run then needs no scikit-learn import)."""
     from fastbp import kernels as K
     from fastbp.cli import main
+    split = fastbp.data._split_path(0.25, 0)
+    if split and os.path.exists(split):
+        os.remove(split)
     assert main(["compile", "--dtypes", "float32", "--optimizers", "sgd", "adam"]) == 0
     assert "kernels compiled" in capsys.readouterr().out
     if kcache.cache_directory() is None:
         pytest.skip("no safe cache directory on this machine: compiled in memory")
     for kernel in (K.train_epoch, K.train_epoch_optimizer, K.predict_outputs, K.all_finite):
         assert kcache.has_compiled(kernel), kernel.py_func.__name__
+    assert os.path.exists(split)
