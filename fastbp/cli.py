@@ -107,9 +107,6 @@ def train(args: argparse.Namespace) -> int:
     compiles = not has_compiled(forward_backward if comm else train_epoch if optimizer.fused else train_epoch_optimizer)
     if compiles and args.quiet:  # otherwise fit's progress display says so, with the seconds elapsed
         say(f"fastbp: {COMPILING}")
-    if compiles and optimizer.fused and comm is None:  # a second process compiles the loss, backward pass and
-        from .prebuild import compile_beside           # prediction kernels meanwhile
-        compile_beside(dtype)
     start = time.perf_counter()
     history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                         seed=args.seed, verbose=0 if args.quiet else 1, comm=comm)

@@ -227,6 +227,7 @@ class MLP:
         history = self._empty_history(validation is not None)
         if ctx is None:
             run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm, seed, sparse_input.is_sparse(X)), X.shape[0]
+            _compile_beside_first_epoch(run, sw)
         else:
             n_total = ctx.n_total(X.shape[0])
             batch_size = min(batch_size, n_total)
@@ -553,6 +554,15 @@ class _EarlyStopping:
 
 #: what the progress display says while the first epoch compiles the kernels
 COMPILING = "compiling kernels (first run on this machine)…"
+
+
+def _compile_beside_first_epoch(run: _Run, sw) -> None:
+    """When the first epoch of a plain-SGD fit is about to compile its kernels, start a second process that compiles
+    the loss, backward and prediction kernels into the cache meanwhile (`prebuild.compile_beside`). Only for the
+    argument types the worker compiles: dense X, no sample weights, no dropout."""
+    if run.fused and run.sparse is None and sw is None and run.dropout[0] is None and _first_epoch_compiles(run):
+        from .prebuild import compile_beside
+        compile_beside(run.model.dtype)
 
 
 def _first_epoch_compiles(run: _Run) -> bool:

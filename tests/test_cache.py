@@ -289,6 +289,49 @@ def test_the_workers_signatures_are_the_ones_a_fit_uses():
         assert signature in set(kernel.signatures) | cached, name
 
 
+def test_a_first_fit_compiles_beside_when_the_worker_compiles_its_kernels(monkeypatch):
+    """fit starts `prebuild.compile_beside` before a first epoch that compiles, for plain SGD on dense X with no
+    sample weights and no dropout (the argument types the worker compiles), and for no other fit."""
+    import fastbp.model
+    from fastbp import prebuild
+    calls = []
+    monkeypatch.setattr(prebuild, "compile_beside", lambda dtype: calls.append(np.dtype(dtype)))
+    monkeypatch.setattr(fastbp.model, "_first_epoch_compiles", lambda run: True)
+    X, y = np.random.default_rng(0).random((24, 5)), np.arange(24) % 3
+
+    def fit(dropout=0.0, **options):
+        fastbp.MLP([5, 4, 3], seed=0, dropout=dropout).fit(X, y, epochs=1, batch_size=8, verbose=0, **options)
+
+    fit(optimizer=fastbp.SGD(lr=0.1))
+    assert calls == [np.dtype(np.float32)]
+    fit(optimizer=fastbp.Adam())
+    fit(optimizer=fastbp.SGD(lr=0.1), sample_weight=np.ones(24))
+    fit(optimizer=fastbp.SGD(lr=0.1), dropout=0.5)
+    fit(optimizer=fastbp.SGD(lr=0.1), alpha=1e-3)  # an L2 penalty takes the general epoch kernel
+    assert calls == [np.dtype(np.float32)]
+
+
+def test_the_compile_worker_can_be_turned_off(monkeypatch):
+    """`compile_beside` starts its worker unless FASTBP_COMPILE_WORKER=0 (here with every other condition met)."""
+    import subprocess
+
+    from fastbp import prebuild
+
+    class Worker:  # what Popen returns, already finished
+        def poll(self):
+            return 0
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args) or Worker())
+    monkeypatch.setattr(kcache, "has_compiled", lambda kernel: False)
+    monkeypatch.setattr(kcache, "cache_directory", lambda: "/nonexistent")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("FASTBP_COMPILE_WORKER", "0")
+    assert prebuild.compile_beside(np.float32) is None and not started
+    monkeypatch.delenv("FASTBP_COMPILE_WORKER")
+    assert isinstance(prebuild.compile_beside(np.float32), Worker) and len(started) == 1
+
+
 def test_fastbp_compile_fills_the_cache(capsys):
     """`fastbp compile` leaves train_epoch and predict_outputs in the cache, each with the argument
     types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py), and
