@@ -63,6 +63,10 @@ def test_has_compiled_reads_numbas_cache_index(tmp_path, monkeypatch):
     assert twice(3) == 6
     assert has_compiled(twice)
     assert not has_compiled(lambda x: x)  # not a cached dispatcher
+    # code cached for another CPU is not loaded on this one, so it does not count
+    codegen = type(twice.targetctx.codegen())
+    monkeypatch.setattr(codegen, "magic_tuple", lambda self: ("x86_64-unknown-linux-gnu", "another-cpu", "+sse2"))
+    assert not has_compiled(twice)
 
 
 def test_train_through_a_pipe_prints_plain_lines():

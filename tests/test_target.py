@@ -95,7 +95,11 @@ def test_a_bad_width_is_refused_when_the_kernels_load():
     assert run.returncode != 0 and "FASTBP_VECTOR_WIDTH='300'" in run.stderr and "(128, 256, 512)" in run.stderr
 
 
-def test_the_width_is_part_of_the_cache_key(monkeypatch):
+def test_the_width_and_the_register_tiles_are_part_of_the_cache_key(monkeypatch):
     digest = K.cache.kernels_digest()
     monkeypatch.setattr(K.cache, "VECTOR_WIDTH", 256 if K.target.VECTOR_WIDTH != 256 else 512)
+    assert K.cache.kernels_digest() != digest
+    monkeypatch.undo()
+    # the register count sizes dense.SAMPLE_TILE and CHUNK, which the compiled kernels hold as constants
+    monkeypatch.setattr(K.cache, "VECTOR_REGISTERS", 48 - K.target.VECTOR_REGISTERS)
     assert K.cache.kernels_digest() != digest

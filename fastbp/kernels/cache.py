@@ -65,13 +65,16 @@ def _warn_once(kind: str, message: str) -> None:
         _warned.add(kind)
         warnings.warn(message, CacheWarning, stacklevel=3)
 
-from .target import VECTOR_WIDTH
+from .target import VECTOR_REGISTERS, VECTOR_WIDTH
 
 
 def kernels_digest() -> str:
-    """sha256 over the source of every kernel module, the Numba version and the vector width
-    (`target.VECTOR_WIDTH`: a cache built for one width is never loaded for another)."""
-    digest = hashlib.sha256(f"{numba.__version__} {VECTOR_WIDTH}".encode())
+    """sha256 over the source of every kernel module, the Numba version, the vector width
+    (`target.VECTOR_WIDTH`) and the vector register count that sizes the register tiles
+    (`target.VECTOR_REGISTERS`): a cache built for one width or one set of tiles is never loaded for another.
+    (Numba's own key holds the CPU's features, from which the register count comes; the digest says so
+    itself, so that no way of choosing the features can pair one build's tiles with another's.)"""
+    digest = hashlib.sha256(f"{numba.__version__} {VECTOR_WIDTH} {VECTOR_REGISTERS}".encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -445,10 +448,12 @@ numba.core.event.register("numba:compile", _FailedCompileListener())
 
 def has_compiled(kernel) -> bool:
     """Whether Numba's on-disk cache holds compiled code of `kernel` (a `cache=True` dispatcher) for
-    this install and this source, in any signature. False means that its first call in this process
-    compiles it, tens of seconds for a training loop. Reads Numba's index through its private cache
-    objects; a Numba without them gives False."""
+    this install, this source and this CPU, in any signature. False means that its first call in this
+    process compiles it, tens of seconds for a training loop. Reads Numba's index through its private
+    cache objects, whose keys are (signature, the CPU's (triple, name, features), code hashes): an entry
+    compiled for another CPU is not loaded here, so it does not count. A Numba without them gives False."""
     try:
-        return bool(kernel._cache._cache_file._load_index())
-    except (AttributeError, OSError):
+        cpu = kernel.targetctx.codegen().magic_tuple()
+        return any(key[1] == cpu for key in kernel._cache._cache_file._load_index())
+    except (AttributeError, OSError, IndexError, TypeError):
         return False
