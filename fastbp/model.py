@@ -386,7 +386,7 @@ class MLP:
         threads = threads or numba.get_num_threads()
         # kept per Python thread for the next call with the same (rows, threads): sizing and allocating them
         # took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md); never shared between threads
-        local = self.__dict__.setdefault("_row_work", threading.local())
+        local = self.__dict__.get("_row_work") or self.__dict__.setdefault("_row_work", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.key = (n_rows, threads)

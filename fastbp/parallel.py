@@ -33,7 +33,7 @@ import importlib
 import os
 import sys
 import threading
-from typing import Iterator
+from typing import ContextManager
 
 import numba
 from numba.np.ufunc import parallel as _parallel
@@ -116,18 +116,19 @@ def is_thread_safe() -> bool:
     return str(numba.config.THREADING_LAYER).lower() in _THREAD_SAFE_SETTINGS
 
 
-@contextlib.contextmanager
-def parallel_section() -> Iterator[None]:
+#: what `parallel_section` returns on a thread-safe layer: a context that does nothing, made once
+_FREELY = contextlib.nullcontext()
+
+
+def parallel_section() -> ContextManager:
     """Run the enclosed compiled calls alone when the layer is not thread-safe (workqueue), else freely.
 
     Wrap each call into compiled code that may run a ``prange`` loop (a training epoch, a
-    prediction); on tbb and omp this costs one boolean test.
+    prediction): ``with parallel_section(): ...``. On tbb and omp it returns a context that does nothing,
+    made once (a generator-based context manager cost 1.5 µs of a 30-µs single-sample prediction); on
+    workqueue, the lock that makes the calls take turns.
     """
-    if is_thread_safe():
-        yield
-        return
-    with _serial_lock:
-        yield
+    return _FREELY if is_thread_safe() else _serial_lock
 
 
 choose_threading_layer()
