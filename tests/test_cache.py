@@ -240,6 +240,27 @@ def test_data_written_for_another_signature_is_not_loaded(tmp_path, monkeypatch)
     assert sum(kernel.stats.cache_misses.values()) == 1
 
 
+def test_the_compile_lock_is_held_until_the_code_is_saved(tmp_path, monkeypatch):
+    """A process waiting for another's compile lock then loads what the other saved, so the lock must outlast the
+    save; a compilation that raises frees it. (Numba's `Event.is_failed` is True for a compilation that did not
+    raise: taken as is, the lock fell before the save, and the waiting process compiled the kernel again.)"""
+    import numba.core.errors
+    kernel = _tiny_kernel(tmp_path, tmp_path / "cache", monkeypatch)
+    held_at_save, save = [], kcache.CheckedFile.save
+
+    def save_recording_the_lock(self, key, data):
+        held_at_save.append(kernel._cache._lock_path in kcache._compile_locks._held)
+        return save(self, key, data)
+
+    monkeypatch.setattr(kcache.CheckedFile, "save", save_recording_the_lock)
+    assert kernel(3) == 7
+    assert held_at_save == [True]
+    assert kernel._cache._lock_path not in kcache._compile_locks._held
+    with pytest.raises(numba.core.errors.TypingError):
+        kernel("three")
+    assert kernel._cache._lock_path not in kcache._compile_locks._held
+
+
 def test_a_real_kernel_heals_too(tmp_path, monkeypatch):
     """all_finite, a parallel fastbp kernel: every one of its files garbled, then the right answers."""
     directory = tmp_path / "cache"

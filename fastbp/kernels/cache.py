@@ -405,6 +405,7 @@ class _CompileLocks:
             return True
         try:
             import fcntl
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # a kernel's first miss in a new cache
             handle = open(path, "a+b")
         except (ImportError, OSError):
             return False
@@ -426,10 +427,20 @@ class _CompileLocks:
             held[0].close()  # closing the file releases the flock
 
     def release_failed(self, event) -> None:
-        """A compilation that raised saves nothing: free its function's lock (a `numba:compile` end)."""
+        """A compilation that raised saves nothing: free its function's lock (a `numba:compile` end). One that
+        succeeded keeps it until its code is saved (`CheckedCache.save_overload`), after the event's end."""
         cache = getattr(event.data.get("dispatcher"), "_cache", None) if isinstance(event.data, dict) else None
-        if event.is_failed and isinstance(cache, CheckedCache):
+        if _raised(event) and isinstance(cache, CheckedCache):
             self.release(cache._lock_path)
+
+
+def _raised(event) -> bool:
+    """Whether a `numba:compile` end event carries an exception, read off the event's details. Not Numba's
+    `Event.is_failed`, which answers the opposite (it tests that the details are None, Numba 0.68): taken as
+    is, it freed the lock of every compilation that succeeded before its code was saved, and a second process
+    waiting for that lock found nothing to load and compiled the kernel again."""
+    details = getattr(event, "_exc_details", None)
+    return details is not None and details[0] is not None
 
 
 _compile_locks = _CompileLocks()
