@@ -201,7 +201,7 @@ def compile_beside(dtype) -> "subprocess.Popen | None":
     them in one worker process, into the cache, while this process compiles the rest; the compile
     locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes second load what the
     other compiled. Returns the worker (None when nothing is done: cached already, no cache
-    directory, fewer than two CPUs, or ``FASTBP_COMPILE_WORKER=0`` in the environment); it is stopped
+    directory, fewer than two CPUs, a frozen application, or ``FASTBP_COMPILE_WORKER=0`` in the environment); it is stopped
     when this process exits. `MLP.fit` calls it before a first epoch that compiles.
 
     The worker is a new interpreter (`subprocess`, the same isolation as multiprocessing's ``spawn``),
@@ -220,7 +220,8 @@ def compile_beside(dtype) -> "subprocess.Popen | None":
     from .kernels.cache import cache_directory, has_compiled
 
     if (os.environ.get("FASTBP_COMPILE_WORKER", "1").strip() == "0" or cache_directory() is None
-            or (os.cpu_count() or 1) < 2 or has_compiled(K.train_epoch)):
+            or (os.cpu_count() or 1) < 2 or getattr(sys, "frozen", False)  # frozen: sys.executable is the app
+            or has_compiled(K.train_epoch)):
         return None
     code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r})"
     # this very fastbp, wherever it was imported from
