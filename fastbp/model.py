@@ -227,16 +227,18 @@ class MLP:
         history = self._empty_history(validation is not None)
         if ctx is None:
             run, n_total = _Run(self, optimizer, batch_size, alpha, clip_norm, seed, sparse_input.is_sparse(X)), X.shape[0]
-            _compile_beside_first_epoch(run, sw)
         else:
             n_total = ctx.n_total(X.shape[0])
             batch_size = min(batch_size, n_total)
             run = distributed.Run(self, optimizer, batch_size, alpha, clip_norm, ctx, X.shape[0])
             ctx.broadcast_start(self, optimizer, run.state)
+        compiles = _first_epoch_compiles(run)
+        if compiles and ctx is None:
+            _compile_beside(run, sw)
         done, finished = 0, False
         if resume is not None:
             done, finished = self._resume(resume, ctx, optimizer, rng, history, stopper, batch_size, n_total)
-        with _Progress(verbose, epochs, compiling=verbose > 0 and _first_epoch_compiles(run)) as progress:
+        with _Progress(verbose, epochs, compiling=verbose > 0 and compiles) as progress:
             for epoch in range(done + 1, (done if finished else epochs) + 1):
                 order = (ctx.epoch_order(rng, X.shape[0], shuffle) if ctx else
                          rng.permutation(X.shape[0]) if shuffle else np.arange(X.shape[0]))
@@ -556,11 +558,11 @@ class _EarlyStopping:
 COMPILING = "compiling kernels (first run on this machine)…"
 
 
-def _compile_beside_first_epoch(run: _Run, sw) -> None:
-    """When the first epoch of a plain-SGD fit is about to compile its kernels, start a second process that compiles
-    the loss, backward and prediction kernels into the cache meanwhile (`prebuild.compile_beside`). Only for the
-    argument types the worker compiles: dense X, no sample weights, no dropout."""
-    if run.fused and run.sparse is None and sw is None and run.dropout[0] is None and _first_epoch_compiles(run):
+def _compile_beside(run: _Run, sw) -> None:
+    """For a first epoch that compiles its kernels: a second process compiles the loss, backward and prediction
+    kernels into the cache meanwhile (`prebuild.compile_beside`), when the fit passes the argument types the worker
+    compiles: plain SGD, dense X, no sample weights, no dropout."""
+    if run.fused and run.sparse is None and sw is None and run.dropout[0] is None:
         from .prebuild import compile_beside
         compile_beside(run.model.dtype)
 
