@@ -417,7 +417,7 @@ class MLP:
     def predict_proba(self, X) -> np.ndarray:
         """Output activations a^L, shape (N, n_L): class probabilities, sigmoid outputs or values."""
         X = check_X(X, self.layer_sizes[0], self.dtype)
-        sparse = sparse_input.is_sparse(X)  # asked once: a single-sample call takes about 30 µs in all
+        sparse = sparse_input.is_sparse(X)  # asked once per call: a single-sample call is a few tens of µs in all
         if sparse:
             sparse_input.check_model(self)
         out = np.empty((X.shape[0], self.layer_sizes[-1]), dtype=self.dtype)
