@@ -283,6 +283,24 @@ def test_a_real_kernel_heals_too(tmp_path, monkeypatch):
     assert fresh()(np.ones(3)) and not fresh()(np.array([np.inf]))
 
 
+_WARM_START = _SCRIPT + """
+import sys
+registries = "numba.np.arraymath" in sys.modules
+dot = numba.njit(lambda a: a @ a)(np.ones((2, 2)))  # the user's own compilation afterwards: Numba loads them then
+print(json.dumps({"digest": digest.hexdigest(), "registries": registries, "dot": float(dot.sum())}))
+"""
+
+
+def test_a_warm_start_runs_the_cached_kernels_without_numbas_registries():
+    """Loading compiled code skips Numba's registries (`CheckedCache._checked_load`): a warm fit, then a
+    compilation of the user's own that needs them (BLAS), in a process that shares this one's cache."""
+    expected = _expected_digest()  # the script's kernels are now in this process's cache
+    assert fastbp.kernels.cache.cache_directory() is not None
+    proc = subprocess.run([sys.executable, "-c", _WARM_START], capture_output=True, text=True)  # same environment, same cache
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"digest": expected, "registries": False, "dot": 8.0}
+
+
 def test_compile_checks_its_arguments():
     from fastbp import prebuild
     jobs = prebuild.plan(["float32", "float64"], ["relu", "tanh"], ["sgd", "adam"])

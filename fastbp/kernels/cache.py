@@ -42,6 +42,7 @@ from pathlib import Path
 import numba
 import numba.core.event
 from numba.core import caching, config
+from numba.core.runtime import rtsys
 from numba.core.dispatcher import Dispatcher
 
 #: first bytes of every file fastbp's cache writes; the digest of the rest follows
@@ -374,7 +375,13 @@ class CheckedCache(caching.FunctionCache):
 
     def _checked_load(self, sig, target_context):
         try:
-            return super().load_overload(sig, target_context)
+            # Numba's own load_overload first refreshes the target context, importing every typing and
+            # lowering registry (scipy.linalg for BLAS among them): 0.3 s, a third of a warm start. Code
+            # loaded from the cache needs only the runtime (NRT) those registries would start; a
+            # compilation still refreshes the context itself (Numba's compiler does, before typing).
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
         except Exception as error:  # noqa: BLE001  a cache must never fail the call: compile instead
             _warn_once("unloadable", f"fastbp: could not load {self._name} from the compile cache "
                                      f"({type(error).__name__}: {error}); compiling it again")
