@@ -7,6 +7,7 @@ import pytest
 
 import fastbp
 from conftest import ACTIVATIONS, OUTPUTS, make_targets, one_hot_or_matrix
+from reference import F, output_and_loss
 from reference import loss_and_grads as reference
 
 DEPTH_SIZES = {1: [5, 7, 3], 2: [5, 7, 9, 3], 3: [6, 5, 11, 7, 3]}
@@ -86,3 +87,24 @@ def test_one_hot_and_label_targets_agree():
     loss_onehot, dW_onehot, _ = model.loss_and_grads(X, np.eye(3)[y])
     assert loss_labels == loss_onehot
     np.testing.assert_array_equal(dW_labels[0], dW_onehot[0])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_layers_with_padded_rows_match_the_numpy_reference(activation):
+    """Widths that are multiples of 512 have padded rows in the workspace (`kernels.row_stride`): a^0 gathered,
+    both hidden layers, and z^l for GELU. float64 against the NumPy matrix form, and a fit's predictions."""
+    model = fastbp.MLP([512, 512, 1024, 3], activation=activation, output="softmax", dtype=np.float64, seed=1)
+    for S in (1, 6):
+        X, y = _data(model, S, seed=S)
+        loss, dW, db = model.loss_and_grads(X, y)
+        ref_loss, ref_dW, ref_db = reference(model.weights, model.biases, model.activations, "softmax", X, np.eye(3)[y])
+        assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-12)
+        for got, want in zip(dW + db, ref_dW + ref_db):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    X, y = _data(model, 40, seed=7)
+    model.fit(X, y, epochs=2, batch_size=8, shuffle=True, seed=0, verbose=0)  # batches gathered into a^0
+    a = X
+    for W, b, activation_l in zip(model.weights, model.biases, model.activations + ["identity"]):
+        a = F[activation_l][0](a @ W.T + b)
+    np.testing.assert_allclose(model.predict_proba(X), output_and_loss(a, np.zeros_like(a), "softmax")[0],
+                               rtol=1e-10, atol=1e-12)

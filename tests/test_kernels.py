@@ -206,18 +206,22 @@ def test_activation_table_computes_in_the_arrays_dtype(dtype):
                                rtol=1e-6)
 
 
-def test_workspace_views_do_not_overlap_and_start_on_cache_lines():
-    sizes, B = np.array([7, 5, 3], np.int64), 4
+@pytest.mark.parametrize("sizes,strides", [([7, 5, 3], [7, 5, 3]), ([512, 1024, 6, 512], [528, 1040, 6, 512])])
+def test_workspace_views_do_not_overlap_and_start_on_cache_lines(sizes, strides):
+    """Rows of a multiple of 512 elements are 16 longer, except the output layer's (`row_stride`)."""
+    sizes, B, L = np.array(sizes, np.int64), 4, len(sizes) - 1
+    assert [K.row_stride(sizes, l) for l in range(L + 1)] == strides
     offsets = K.workspace_offsets(sizes, B)
-    # (start, size) of a^l and δ^l for l = 0..2, then of the targets and the per-sample losses
-    buffers = [(offsets[l, col], B * sizes[l]) for l in range(3) for col in range(2)]
-    buffers += [(offsets[3, 0], B * sizes[2]), (offsets[3, 1], B)]
+    # (start, size) of a^l and δ^l for l = 0..L, z^l of the hidden layers, then of the targets and the per-sample losses
+    buffers = [(offsets[l, col], B * strides[l]) for l in range(L + 1) for col in range(2)]
+    buffers += [(offsets[l, 2], B * strides[l]) for l in range(1, L)]
+    buffers += [(offsets[L + 1, 0], B * sizes[L]), (offsets[L + 1, 1], B)]
     buffers.sort()
     assert all(start + size <= following for (start, size), (following, _) in zip(buffers, buffers[1:]))
-    assert buffers[-1][0] + buffers[-1][1] <= offsets[3, 2]  # the total size
-    assert all(start % K.LINE == 0 for start, _ in buffers) and offsets[3, 2] % K.LINE == 0
+    assert buffers[-1][0] + buffers[-1][1] <= offsets[L + 1, 2]  # the total size
+    assert all(start % K.LINE == 0 for start, _ in buffers) and offsets[L + 1, 2] % K.LINE == 0
     params = K.param_offsets(sizes)
-    assert params[-1, 0] == 7 * 5 + 5 + 5 * 3 + 3
+    assert params[-1, 0] == sum(sizes[l] * sizes[l - 1] + sizes[l] for l in range(1, L + 1))
 
 
 @pytest.mark.parametrize("index,in_place", [(np.arange(3, 9), True), (np.array([4]), True),
@@ -235,14 +239,16 @@ def test_batch_rows_reads_a_block_in_place_and_gathers_the_rest(index, in_place)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch_size,shuffled", [(1, False), (7, True), (64, False), (64, True)])
-def test_train_epoch_takes_the_steps_of_forward_backward(batch_size, shuffled, dtype):
+@pytest.mark.parametrize("batch_size,shuffled,widths", [(1, False, (20, 150)), (7, True, (20, 150)),
+                                                        (64, False, (20, 150)), (64, True, (20, 150)),
+                                                        (7, True, (512, 512))])  # padded rows (`row_stride`)
+def test_train_epoch_takes_the_steps_of_forward_backward(batch_size, shuffled, widths, dtype):
     """`train_epoch` defers each batch's step on W to the next batch's forward; the weights after the
     epoch must be those of one eager `forward_backward` SGD step per batch, bit for bit."""
     rng = np.random.default_rng(batch_size)
-    sizes, codes = np.array([20, 150, 9, 4], np.int64), np.array([K.RELU, K.TANH, K.SOFTMAX_CE], np.int64)
+    sizes, codes = np.array([*widths, 9, 4], np.int64), np.array([K.RELU, K.TANH, K.SOFTMAX_CE], np.int64)
     N = 150  # not a multiple of the batch size: the last batch is smaller
-    X, T = rng.normal(size=(N, 20)).astype(dtype), np.eye(4, dtype=dtype)[rng.integers(0, 4, N)]
+    X, T = rng.normal(size=(N, widths[0])).astype(dtype), np.eye(4, dtype=dtype)[rng.integers(0, 4, N)]
     order = rng.permutation(N) if shuffled else np.arange(N)
     poff, woff = K.param_offsets(sizes), K.workspace_offsets(sizes, batch_size)
     eager = (0.3 * rng.normal(size=poff[-1, 0])).astype(dtype)

@@ -102,6 +102,42 @@ def test_fused_step_and_forward_equal_the_twins_in_turn(S, n_in, n_out, dtype):
     np.testing.assert_allclose(tiled, twin, **_tol(dtype, n_in))
 
 
+def _padded(X, fill=np.nan):
+    """X in the first columns of a C-contiguous array 16 columns wider, as the workspace pads its rows
+    (`training.row_stride`); the padding holds `fill`, which no kernel may read."""
+    out = np.full((X.shape[0], X.shape[1] + 16), fill, X.dtype)
+    out[:, :X.shape[1]] = X
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("S,n_in,n_out", [(1, 3, 5), (17, 130, 5), (130, 17, 130), (600, 120, 40)])
+def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
+    """a^{l-1}, a^l, δ^l and δ^{l-1} may have longer rows than W^l's shape says: the kernels read and write only
+    the first n columns (their widths come from W), with the same arithmetic, so the results are the same bits."""
+    rng = np.random.default_rng(S + n_in)
+    A, W, b = _random(rng, (S, n_in), dtype), _random(rng, (n_out, n_in), dtype), _random(rng, n_out, dtype)
+    D = _random(rng, (S, n_out), dtype)
+    A_out, A_out_padded = np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
+    K.dense_forward(A, W, b, K.TANH, A_out)
+    K.dense_forward(_padded(A), W, b, K.TANH, A_out_padded)
+    D_in, D_in_padded = np.empty((S, n_in), dtype), _padded(np.empty((S, n_in), dtype))
+    K.dense_backward(D, W, A, K.RELU, D_in)
+    K.dense_backward(_padded(D), W, _padded(A), K.RELU, D_in_padded)
+    G, G_padded = W.copy(), W.copy()
+    K.dense_weight_gradient(D, A, -0.1 / S, 1.0, G)
+    K.dense_weight_gradient(_padded(D), _padded(A), -0.1 / S, 1.0, G_padded)
+    fused, fused_padded = W.copy(), W.copy()
+    step, step_padded = np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
+    K.dense_update_forward(D, A, -0.1 / S, A, fused, b, K.RELU, step)
+    K.dense_update_forward(_padded(D), _padded(A), -0.1 / S, _padded(A), fused_padded, b, K.RELU, step_padded)
+    for plain, padded in [(A_out, A_out_padded), (D_in, D_in_padded), (step, step_padded)]:
+        np.testing.assert_array_equal(padded[:, :plain.shape[1]], plain)
+        assert np.isnan(padded[:, plain.shape[1]:]).all()  # the padding is never written
+    np.testing.assert_array_equal(G_padded, G)
+    np.testing.assert_array_equal(fused_padded, fused)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("output", list(K.OUTPUTS))
 @pytest.mark.parametrize("S,n", [(1, 1), (3, 5), (17, 3), (130, 17)])

@@ -26,6 +26,10 @@ sigmoid once per task, which saves compile time.
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
+
+Widths come from W: the activations and δ (A, A_out, D, D_out) may have longer rows than W's shape says,
+as the workspace pads rows of 512, 1,024, ... elements (`training.row_stride`); only their first n_in or n_out
+columns are read or written, so padding never changes a result.
 """
 from numba import prange
 
@@ -62,9 +66,9 @@ MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _dot(X, m, Y, n):
-    """Σ_p X[m, p] Y[n, p]."""
+    """Σ_p X[m, p] Y[n, p], p < Y.shape[1]: the forward's X = a^{l-1} may have longer (padded) rows than Y = W."""
     acc = cast_like(X, 0)
-    for p in range(X.shape[1]):
+    for p in range(Y.shape[1]):
         acc += X[m, p] * Y[n, p]
     return acc
 
@@ -73,7 +77,7 @@ def _dot(X, m, Y, n):
 def _dot1x4(X, m, Y, n):
     """The 4 dot products Σ_p X[m, p] Y[n+c, p], c in 0..3: each X value is loaded once for 4 sums."""
     c0 = c1 = c2 = c3 = cast_like(X, 0)
-    for p in range(X.shape[1]):
+    for p in range(Y.shape[1]):
         x = X[m, p]
         c0 += x * Y[n, p]
         c1 += x * Y[n + 1, p]
@@ -90,7 +94,7 @@ def _dot4x4(X, m, Y, n):
     """
     c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = cast_like(X, 0)
     c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = cast_like(X, 0)
-    for p in range(X.shape[1]):
+    for p in range(Y.shape[1]):
         x0, x1, x2, x3 = X[m, p], X[m + 1, p], X[m + 2, p], X[m + 3, p]
         y0, y1, y2, y3 = Y[n, p], Y[n + 1, p], Y[n + 2, p], Y[n + 3, p]
         c00 += x0 * y0
@@ -119,7 +123,7 @@ def _dot3x4(X, m, Y, n):
     with 16 vector registers (AVX2), where the 16 sums of `_dot4x4` do not fit. 12 sums, 3 X vectors
     and one Y vector at a time fill 16 registers exactly: each step loads 7 vectors for 12 FMAs."""
     c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = cast_like(X, 0)
-    for p in range(X.shape[1]):
+    for p in range(Y.shape[1]):
         x0, x1, x2 = X[m, p], X[m + 1, p], X[m + 2, p]
         y = Y[n, p]
         c00 += x0 * y
@@ -251,7 +255,7 @@ def dense_forward(A, W, b, code, A_out):
     visible share of the time on the reference shapes. The tiles apply relu as they store; tanh and sigmoid are
     applied to the task's block just after (`activate_block`), while it is in L1.
     """
-    S, n_out = A_out.shape
+    S, n_out = A_out.shape[0], W.shape[0]
     if S * W.size < PARALLEL_WORK:
         dense_forward_serial(A, W, b, code, A_out)
     else:
@@ -271,7 +275,7 @@ def dense_forward_serial(A, W, b, code, A_out):
     For small layers, and for a thread that computes its own block of rows through every layer
     (`training.predict_outputs`).
     """
-    S, n_out = A_out.shape
+    S, n_out = A_out.shape[0], W.shape[0]
     n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
     block = _sample_block(A, W)
     for t in range(n_tasks):
@@ -288,7 +292,7 @@ def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block):
     block's sample tiles. Then f on the task's block of a^l, while it is in L1 (`activate_block`).
     One compiled function for `dense_forward`, `dense_forward_serial` and `dense_update_forward`, so that
     Numba types and lowers the tiles once, not once per kernel and branch."""
-    S, n_out = A_out.shape
+    S, n_out = A_out.shape[0], W.shape[0]
     for sb in range(st0, st1, block):
         for u in range(u0, u1):  # 4 rows of W in L1 while the block's sample tiles take turns
             for st in range(sb, min(sb + block, st1)):
@@ -360,7 +364,7 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
         for m in range(m0, m1):
             for j in unsigned_range(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
-    P = X.shape[1]
+    P = Y.shape[0]
     full = m1 - m0 == TILE
     p_tiled = min(p1, P - P % CHUNK) if full else p0
     for p in range(p0, p_tiled, CHUNK):
@@ -384,7 +388,7 @@ def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
     Compiled without overlap checks (`NoAliasCompiler`), as a parallel loop's body is: out must not
     overlap X or Y."""
     M, N = out.shape
-    P = X.shape[1]
+    P = Y.shape[0]
     block = _term_block(P, columns, Y.itemsize)
     for p0 in range(0, max(P, 1), block):  # one pass when P = 0, for β
         for t in range(t0, t1):
@@ -403,7 +407,7 @@ def dense_backward(D, W, A, code, D_out):
     4 samples x a block of units j (serial below PARALLEL_WORK); each element is summed by one
     thread in order of k.
     """
-    S, n_in = D_out.shape
+    S, n_in = D_out.shape[0], W.shape[1]
     columns = _column_block(S, n_in)
     n_tiles, n_tasks = _row_tasks(S, n_in, columns)
     if S * W.size < PARALLEL_WORK:
@@ -421,8 +425,8 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
     """Tiles [t0, t1) of `dense_backward`, each 4 samples x `columns` units (`_tile`): a task. The
     terms (units k) come in blocks whose rows of W stay in L2 while the tiles take turns on them;
     after the last block each tile's sums are multiplied by f'(z) = f'(a) while it is in L1."""
-    S, n_in = D_out.shape
-    n_out = D.shape[1]
+    S, n_in = D_out.shape[0], W.shape[1]
+    n_out = W.shape[0]
     one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
     block = _term_block(n_out, columns, W.itemsize)
     for k0 in range(0, n_out, block):  # blocks of units k, their rows of W in L2
@@ -489,7 +493,7 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
     a[s, k] is computed by the arithmetic of `dense_weight_gradient` and `dense_forward`, so the
     result is that of the two kernels in turn, bit for bit.
     """
-    S, n_out = A_out.shape
+    S, n_out = A_out.shape[0], W.shape[0]
     alpha_ = cast_like(W, alpha)
     DT = D_prev.T  # a view: δ'[s, k] read as DT[k, s], as in dense_weight_gradient
     n_unit_tiles = (n_out + TILE - 1) // TILE

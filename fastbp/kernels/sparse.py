@@ -23,7 +23,7 @@ from .common import cast_like, njit, task_range, unsigned_range
 from .dense import dense_forward, dense_weight_gradient
 from .dropout import dropout_forward, layer_key, step_key
 from .optimizers import L2, LR, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
-from .training import A_, D_, _mat, _weights, loss_and_backward, param_offsets, workspace_offsets
+from .training import A_, D_, _buffer, _mat, _weights, loss_and_backward, param_offsets, workspace_offsets
 
 
 @njit(inline="always", cache=True)
@@ -117,13 +117,13 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
     """
     S, L = rows.shape[0], sizes.shape[0] - 1
     WT, b = _mat(params, poff[1, 0], sizes[0], sizes[1]), params[poff[1, 1]:poff[1, 1] + sizes[1]]
-    A_in = _mat(work, woff[1, A_], S, sizes[1])
+    A_in = _buffer(work, woff, sizes_0, 1, A_, S)
     sparse_forward(indptr, indices, data, rows, WT, b, codes[0] if L > 1 else IDENTITY, A_in)
     for l in range(2, L + 1):
         if p is not None:
             dropout_forward(A_in, p, layer_key(key, l - 1))
         W, b = _weights(params, poff, sizes, l)
-        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        A_out = _buffer(work, woff, sizes_0, l, A_, S)
         dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
         A_in = A_out
     no_input = _mat(work, woff[0, A_], S, 0)  # a^0 is never read with weights=False
@@ -131,10 +131,10 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
                                       alpha, beta, out, False, None, p, key)  # every δ^l, and the biases' part
     for l in range(L, 1, -1):
         G, _ = _weights(out, poff, sizes, l)
-        dense_weight_gradient(_mat(work, woff[l, D_], S, sizes[l]), _mat(work, woff[l - 1, A_], S, sizes[l - 1]),
+        dense_weight_gradient(_buffer(work, woff, sizes_0, l, D_, S), _buffer(work, woff, sizes_0, l - 1, A_, S),
                               alpha, beta, G)
     GT = _mat(out, poff[1, 0], sizes[0], sizes[1])
-    sparse_weight_gradient(indptr, indices, data, rows, _mat(work, woff[1, D_], S, sizes[1]), alpha, beta, GT)
+    sparse_weight_gradient(indptr, indices, data, rows, _buffer(work, woff, sizes_0, 1, D_, S), alpha, beta, GT)
     return loss, correct
 
 

@@ -37,6 +37,9 @@ A_, D_, Z_ = 0, 1, 2
 #: workspace that starts on a line, every buffer does, and so do their rows when n_l is a multiple of
 #: 16 (784, 256, 128): then no vector load or store of a row sum straddles two lines
 LINE = 16
+#: the rows of a^l, δ^l and z^l of the input and hidden layers are padded by LINE elements when n_l is a multiple of
+#: this (`row_stride`)
+PAD_MULTIPLE = 512
 
 
 @njit(cache=True)
@@ -57,7 +60,7 @@ def param_offsets(sizes):
 @njit(cache=True)
 def workspace_offsets(sizes, B):
     """(L+2, 3) offsets of a^l (column 0) and δ^l (column 1), l = 0..L, and z^l (column 2), l = 1..L-1, for a
-    batch capacity B: each a (B, n_l) buffer, of which a batch of S ≤ B rows uses the first S.
+    batch capacity B: each a (B, `row_stride(sizes, l)`) buffer, of which a batch of S ≤ B rows uses the first S.
 
     Row L+1 holds the targets t (column 0), the per-sample losses (column 1) and the total size (column 2).
     The z^l buffers come last, so that the others lie where they did before there were any.
@@ -70,16 +73,38 @@ def workspace_offsets(sizes, B):
     for l in range(L + 1):
         for col in (A_, D_):
             offsets[l, col] = off
-            off = _line_up(off + B * sizes[l])
+            off = _line_up(off + B * row_stride(sizes, l))
     offsets[L + 1, 0] = off
     off = _line_up(off + B * sizes[L])
     offsets[L + 1, 1] = off
     off = _line_up(off + B)
     for l in range(1, L):
         offsets[l, Z_] = off
-        off = _line_up(off + B * sizes[l])
+        off = _line_up(off + B * row_stride(sizes, l))
     offsets[L + 1, 2] = off
     return offsets
+
+
+@njit(inline="always", cache=True)
+def row_stride(sizes, l):
+    """Elements per row of the workspace's a^l, δ^l and z^l: n_l, or n_l + LINE for an input or hidden layer
+    whose n_l is a multiple of PAD_MULTIPLE. The kernels read only the first n_l columns (their widths come
+    from W^l), so the padding never changes a result.
+
+    Why: rows of 1,024 float32 (4 KB) put element j of every row in one L1 set, and the row sums' register tile
+    streams 8 such rows at once (4 of Y, 4 of the output); the weight gradient and the backward of a
+    1,024-wide layer ran 1.2-1.9x slower than on padded rows (benchmarks/NOTES.md). The output layer is never
+    padded: the losses and the caller read a^L whole.
+    """
+    n = sizes[l]
+    return n + LINE if l < sizes.shape[0] - 1 and n > 0 and n % PAD_MULTIPLE == 0 else n
+
+
+@njit(inline="always", cache=True)
+def _buffer(work, woff, sizes, l, column, S):
+    """The first S rows of a^l (column A_), δ^l (D_) or z^l (Z_) in the workspace: an (S, `row_stride`) array,
+    of which the first n_l columns hold the values."""
+    return _mat(work, woff[l, column], S, row_stride(sizes, l))
 
 
 @njit(inline="always", cache=True)
@@ -113,7 +138,7 @@ def _is_run(index):
 def _copy_row(X, T, row, A0, Tb, s):
     """A0[s] = X[row], Tb[s] = T[row], in element loops: a slice assignment would compile Numba's
     shape-mismatch error path, and `row` read once lets the loops vectorise."""
-    for j in range(A0.shape[1]):
+    for j in range(X.shape[1]):  # A0's rows may be padded
         A0[s, j] = X[row, j]
     for k in range(Tb.shape[1]):
         Tb[s, k] = T[row, k]
@@ -124,13 +149,14 @@ def batch_rows(X, T, index, work, woff, sizes):
     """(a^0, t): rows X[index[s]] and T[index[s]] of the batch.
 
     A block of consecutive rows (every batch of an epoch in order) is returned as views of X and T,
-    read in place; otherwise the rows are gathered into the workspace's a^0 and t.
+    read in place; otherwise the rows are gathered into the workspace's a^0 and t. a^0's rows may then be
+    padded (`row_stride`): its first n_0 columns are the rows of X.
     """
     S = index.shape[0]
     if _is_run(index):
         return X[index[0]:index[0] + S], T[index[0]:index[0] + S]
     L = sizes.shape[0] - 1
-    A0 = _mat(work, woff[0, A_], S, sizes[0])
+    A0 = _buffer(work, woff, sizes, 0, A_, S)
     Tb = _mat(work, woff[L + 1, 0], S, sizes[L])
     if A0.size < PARALLEL_WORK:
         for s in range(S):
@@ -160,14 +186,14 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
-        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
         dense(A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
-    return _mat(work, woff[L, A_], S, sizes[L])
+    return _buffer(work, woff, sizes, L, A_, S)
 
 
 @njit(inline="always", cache=True)
@@ -175,7 +201,7 @@ def _keep_z(code, A_out, work, woff, sizes, l, S):
     """For a layer whose f' needs z (`is_from_z`): z^l, left in A_out by the dense kernel run as identity,
     kept in the workspace, and a^l = f(z^l) written over it."""
     if is_from_z(code):
-        keep_z_and_activate(code, A_out, _mat(work, woff[l, Z_], S, sizes[l]))
+        keep_z_and_activate(code, A_out, _buffer(work, woff, sizes, l, Z_, S))
 
 
 @njit(parallel=True, cache=True)
@@ -187,8 +213,8 @@ def output_and_loss(sizes, codes, T, work, woff, S, wb=None):
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
-    A_L = _mat(work, woff[L, A_], S, sizes[L])
-    D = _mat(work, woff[L, D_], S, sizes[L])
+    A_L = _buffer(work, woff, sizes, L, A_, S)
+    D = _buffer(work, woff, sizes, L, D_, S)
     losses = work[woff[L + 1, 1]:woff[L + 1, 1] + S]
     loss = output_loss(A_L, T, codes[L - 1], A_L, D, losses)
     if wb is not None:
@@ -254,10 +280,10 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
     for l in range(L, 0, -1):
         W, _ = _weights(params, poff, sizes, l)
         G, g = _weights(out, poff, sizes, l)
-        D = _mat(work, woff[l, D_], S, sizes[l])
-        A_in = _mat(work, woff[l - 1, A_], S, sizes[l - 1]) if l > 1 else A0
+        D = _buffer(work, woff, sizes, l, D_, S)
+        A_in = _buffer(work, woff, sizes, l - 1, A_, S) if l > 1 else A0
         if l > 1:
-            D_in = _mat(work, woff[l - 1, D_], S, sizes[l - 1])
+            D_in = _buffer(work, woff, sizes, l - 1, D_, S)
             code_in = dense_code(codes[l - 2])
             # with dropout, Σ_k δ_k W_kj alone, then the mask, 1/(1-p) and f' (dropout.dropout_backward);
             # one call with an int64 code either way: a literal IDENTITY would compile a second signature
@@ -265,7 +291,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
             if p is not None:
                 dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
-                multiply_derivative_z(codes[l - 2], _mat(work, woff[l - 1, Z_], S, sizes[l - 1]), D_in)
+                multiply_derivative_z(codes[l - 2], _buffer(work, woff, sizes, l - 1, Z_, S), D_in)
         if weights:
             dense_weight_gradient(D, A_in, alpha, beta, G)
         bias_gradient(D, alpha, beta, g)
@@ -289,9 +315,9 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
-        D_prev = _mat(work_prev, woff[l, D_], S_prev, sizes[l])
-        A_prev = _mat(work_prev, woff[l - 1, A_], S_prev, sizes[l - 1]) if l > 1 else A0_prev
-        A_out = _mat(work, woff[l, A_], S, sizes[l])
+        D_prev = _buffer(work_prev, woff, sizes, l, D_, S_prev)
+        A_prev = _buffer(work_prev, woff, sizes, l - 1, A_, S_prev) if l > 1 else A0_prev
+        A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
         dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out)
         _keep_z(code, A_out, work, woff, sizes, l, S)
