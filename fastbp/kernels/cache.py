@@ -376,8 +376,8 @@ class CheckedCache(caching.FunctionCache):
     def _checked_load(self, sig, target_context):
         try:
             # Numba's own load_overload first refreshes the target context, importing every typing and
-            # lowering registry (scipy.linalg for BLAS among them): 0.3 s, a third of a warm start. Code
-            # loaded from the cache needs only the runtime (NRT) those registries would start; a
+            # lowering registry (scipy.linalg for BLAS among them): half of a warm start (benchmarks/NOTES.md).
+            # Code loaded from the cache needs only the runtime (NRT) those registries would start; a
             # compilation still refreshes the context itself (Numba's compiler does, before typing).
             rtsys.initialize(target_context)
             with self._guard_against_spurious_io_errors():
