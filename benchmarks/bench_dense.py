@@ -94,7 +94,7 @@ def test_dense_forward(measure, rng, layer, S, impl):
         np.maximum(A_out, 0, out=A_out)
 
     functions = {
-        "fastbp": lambda: K.dense_forward(A, W, b, K.RELU, A_out),
+        "fastbp": lambda: K.dense_forward(A, W, b, K.RELU, A_out, None),  # smooth=None, as a relu network's fit
         "numpy": numpy_forward,
         "matmul": lambda: np.matmul(A, W.T, out=A_out),
     }
@@ -119,7 +119,7 @@ def test_dense_forward_smooth_activation(measure, rng, activation, impl):
         f(A_out, out=A_out)
 
     functions = {
-        "fastbp": lambda: K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out),
+        "fastbp": lambda: K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out, True),
         "numpy": numpy_forward,
         "matmul": lambda: np.matmul(A, W.T, out=A_out),
     }
@@ -198,7 +198,7 @@ def test_dense_update_forward(measure, rng, layer, S, impl):
         np.maximum(A_out, 0, out=A_out)
 
     steps = {
-        "fastbp": lambda G: K.dense_update_forward(D_prev, A_prev, alpha, A, G, b, K.RELU, A_out),
+        "fastbp": lambda G: K.dense_update_forward(D_prev, A_prev, alpha, A, G, b, K.RELU, A_out, None),
         "numpy": numpy_step_forward,
         "matmul": lambda G: (np.matmul(D_prev.T, A_prev, out=product), np.matmul(A, G.T, out=A_out)),
     }

@@ -73,6 +73,7 @@ class MLP:
         self._sizes = np.array(self.layer_sizes, dtype=np.int64)
         self._codes = np.array([K.ACTIVATIONS[a] for a in self.activations] + [K.OUTPUTS[self.output]],
                                dtype=np.int64)
+        self._smooth = K.smooth_flag(self._codes)  # None for relu/identity networks: less code to compile
         self._offsets = K.param_offsets(self._sizes)
         self._params = zeros_on_a_line(self._offsets[-1, 0], self.dtype)
         self.weights, self.biases = self._views(self._params)
@@ -133,7 +134,8 @@ class MLP:
         wb = None if sw is None else self._batch_weights(sw)  # None as the training loop passes it: one variant
         with parallel_section():
             loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T, work,
-                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, wb)
+                                         K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, wb,
+                                         None, 0, self._smooth)
         return float(loss)
 
     def _batch_weights(self, sw: np.ndarray) -> np.ndarray:
@@ -377,7 +379,8 @@ class MLP:
             if sparse_input.is_sparse(X):
                 sparse_input.outputs(self, X, logits, Z)
             else:
-                K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z)
+                K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z,
+                                  self._smooth)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
         return loss, correct / X.shape[0] if self.output in _CLASSIFYING else None
@@ -425,7 +428,8 @@ class MLP:
             if sparse:  # CSR: the sparse first layer, then the dense layers
                 sparse_input.outputs(self, X, self._codes, out)
                 return out
-            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(X.shape[0]), out)
+            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(X.shape[0]), out,
+                              self._smooth)
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -465,6 +469,7 @@ class MLP:
     def __setstate__(self, state: dict) -> None:
         state.setdefault("dropout", 0.0)  # pickled before dropout existed
         self.__dict__.update(state)
+        self._smooth = K.smooth_flag(self._codes)  # pickled before it existed
         self._params = copy_on_a_line(self._params)  # unpickled arrays start wherever NumPy put them
         self.weights, self.biases = self._views(self._params)
 
@@ -503,12 +508,12 @@ class _Run:
                 loss_sum, correct = self.sparse(X, T, order, hyper)
             elif self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR], sw, *self.dropout, opt.steps)
+                                                  self.work, hyper[LR], sw, *self.dropout, opt.steps, m._smooth)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps, sw, *self.dropout)
+                    hyper, self.state, opt.steps, sw, *self.dropout, m._smooth)
         seconds = time.perf_counter() - start
         return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
 
@@ -564,7 +569,7 @@ def _compile_beside(run: _Run, sw) -> None:
     compiles: plain SGD, dense X, no sample weights, no dropout."""
     if run.fused and run.sparse is None and sw is None and run.dropout[0] is None:
         from .prebuild import compile_beside
-        compile_beside(run.model.dtype)
+        compile_beside(run.model.dtype, run.model._smooth is not None)
 
 
 def _first_epoch_compiles(run: _Run) -> bool:

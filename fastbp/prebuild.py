@@ -30,7 +30,7 @@ class Job:
     evaluate: bool  # also predict_proba, score, evaluate and loss_and_grads
 
     def __str__(self) -> str:
-        return f"{self.dtype} {self.optimizer}" + (" + predict" if self.evaluate else "")
+        return f"{self.dtype} {self.optimizer} {'/'.join(self.activations)}" + (" + predict" if self.evaluate else "")
 
 
 def _optimizer(name: str):
@@ -83,13 +83,23 @@ def _is_kernel(dispatcher) -> bool:
 
 
 def plan(dtypes: Sequence[str], activations: Sequence[str], optimizers: Sequence[str]) -> list[Job]:
-    """The jobs that compile every kernel a fit with these settings, and its evaluation, reach."""
-    from .kernels import ACTIVATIONS
+    """The jobs that compile every kernel a fit with these settings, and its evaluation, reach.
+
+    The kernels are compiled once for networks of relu and identity layers only and once for networks with any
+    other activation (`kernels.smooth_flag`): one job per group named, per dtype and optimizer.
+    """
+    import numpy as np
+
+    from .kernels import ACTIVATIONS, IDENTITY_SE, smooth_flag
     dtypes = _check_names(dtypes, DTYPE_NAMES, "dtypes")
-    activations = tuple(_check_names(activations, sorted(ACTIVATIONS), "activations"))
+    activations = _check_names(activations, sorted(ACTIVATIONS), "activations")
     optimizers = _check_names(optimizers, OPTIMIZER_NAMES, "optimizers")
-    # the evaluation kernels depend on the dtype only: the first job of each dtype runs them
-    return [Job(dtype, name, activations, evaluate=i == 0) for dtype in dtypes for i, name in enumerate(optimizers)]
+    smooth = [smooth_flag(np.array([ACTIVATIONS[name], IDENTITY_SE])) is not None for name in activations]
+    groups = [group for group in (tuple(a for a, s in zip(activations, smooth) if not s),
+                                  tuple(a for a, s in zip(activations, smooth) if s)) if group]
+    # the evaluation kernels depend on the dtype and the group only: the first job of each runs them
+    return [Job(dtype, name, group, evaluate=i == 0)
+            for dtype in dtypes for group in groups for i, name in enumerate(optimizers)]
 
 
 def _check_names(values, allowed, argument: str) -> list[str]:
@@ -112,7 +122,9 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
     ----------
     dtypes : sequence of {"float32", "float64"}, default ("float32",)
     activations : sequence of str, default ("relu",)
-        Hidden activations, as in `MLP` (they share compiled code today; each is run once anyway).
+        Hidden activations, as in `MLP`. Networks of relu and identity layers only run kernels compiled without
+        the code of the others; naming any other (tanh, sigmoid, GELU) compiles the kernels that have it, which
+        serve every network.
     optimizers : sequence of {"sgd", "momentum", "adam", "adamw", "rmsprop"}, default ("sgd",)
         "sgd" is the fused epoch kernel; the others (and SGD with an L2 penalty or clipping) share
         the general one, so naming one of them compiles it for all.
@@ -160,11 +172,12 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
 
 # -- the first fit's compilation, on two cores ----------------------------------------------------------
 
-def _signatures_beside_train_epoch(dtype_name: str) -> list[tuple[str, tuple]]:
+def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> list[tuple[str, tuple]]:
     """(kernel, argument types) of the parts of a fit's call tree that a second process can compile
     while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
     `train_epoch` calls it (its last argument the literal False), and the prediction kernel that
-    `score` and `predict_proba` call. The types are those `fastbp.kernels.training` passes today: if
+    `score` and `predict_proba` call, for a network with (smooth) or without tanh, sigmoid or GELU layers
+    (`kernels.smooth_flag`). The types are those `fastbp.kernels.training` passes today: if
     a kernel's arguments change, the worker compiles a signature nobody loads (its time is lost, no
     result changes) until this list follows."""
     import numba
@@ -174,20 +187,21 @@ def _signatures_beside_train_epoch(dtype_name: str) -> list[tuple[str, tuple]]:
     dtype = np.dtype(dtype_name)
     i1, i2 = numba.typeof(np.zeros(1, np.int64)), numba.typeof(np.zeros((1, 1), np.int64))
     f1, f2 = numba.typeof(np.zeros(1, dtype)), numba.typeof(np.zeros((1, 1), dtype))
+    flag = types.boolean if smooth else types.none
     return [
         # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
                                types.literal(False), types.none, types.none, types.int64)),
-        # predict_outputs(X, sizes, codes, params, work, out): work (threads, size)
-        ("predict_outputs", (f2, i1, i1, f1, f2, f2)),
+        # predict_outputs(X, sizes, codes, params, work, out, smooth): work (threads, size)
+        ("predict_outputs", (f2, i1, i1, f1, f2, f2, flag)),
     ]
 
 
-def compile_signatures(dtype_name: str) -> list[str]:
+def compile_signatures(dtype_name: str, smooth: bool = False) -> list[str]:
     """Compile `_signatures_beside_train_epoch` into the cache (run in a worker process)."""
     from . import kernels as K
     done = []
-    for name, signature in _signatures_beside_train_epoch(dtype_name):
+    for name, signature in _signatures_beside_train_epoch(dtype_name, smooth):
         try:
             getattr(K, name).compile(signature)
             done.append(name)
@@ -196,13 +210,13 @@ def compile_signatures(dtype_name: str) -> list[str]:
     return done
 
 
-def compile_beside(dtype) -> "subprocess.Popen | None":
-    """When the kernels of a fit of `dtype` with plain SGD are not in the cache, start compiling part of
-    them in one worker process, into the cache, while this process compiles the rest; the compile
-    locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes second load what the
-    other compiled. Returns the worker (None when nothing is done: cached already, no cache
-    directory, fewer than two CPUs, a frozen application, or ``FASTBP_COMPILE_WORKER=0`` in the environment); it is stopped
-    when this process exits. `MLP.fit` calls it before a first epoch that compiles.
+def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
+    """When the kernels of a fit of `dtype` with plain SGD (and tanh, sigmoid or GELU layers if `smooth`) are
+    not in the cache, start compiling part of them in one worker process, into the cache, while this process
+    compiles the rest; the compile locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes
+    second load what the other compiled. Returns the worker (None when nothing is done: cached already, no
+    cache directory, fewer than two CPUs, a frozen application, or ``FASTBP_COMPILE_WORKER=0`` in the
+    environment); it is stopped when this process exits. `MLP.fit` calls it before a first epoch that compiles.
 
     The worker is a new interpreter (`subprocess`, the same isolation as multiprocessing's ``spawn``),
     told what to compile on its command line: multiprocessing's ``spawn`` would import the caller's
@@ -223,7 +237,7 @@ def compile_beside(dtype) -> "subprocess.Popen | None":
             or (os.cpu_count() or 1) < 2 or getattr(sys, "frozen", False)  # frozen: sys.executable is the app
             or has_compiled(K.train_epoch)):
         return None
-    code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r})"
+    code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r}, {smooth})"
     # this very fastbp, wherever it was imported from
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))

@@ -97,7 +97,7 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
         a1 = A1[:stop - start]
         sparse_first_layer(indptr, indices, data, start, WT, b, codes[0] if L > 1 else K.IDENTITY, a1)
         if L > 1:
-            K.predict_outputs(a1, sizes[1:], codes[1:], rest, work, out[start:stop])
+            K.predict_outputs(a1, sizes[1:], codes[1:], rest, work, out[start:stop], model._smooth)
         else:
             K.output_activation(a1, codes[0], out[start:stop])
 
@@ -118,7 +118,7 @@ class SparseEpoch:
         try:
             loss_sum, correct, opt.steps = train_epoch_sparse(
                 *csr_arrays(X), T, order, run.batch_size, m._sizes, m._codes, m._params, self.work, self.grads,
-                run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout)
+                run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout, m._smooth)
         finally:
             for vector in arrays:
                 transpose_first_layer(vector, m._sizes, m._offsets, False)
@@ -138,6 +138,6 @@ def loss_and_grads(model, X, T, grads: np.ndarray) -> float:
     transpose_first_layer(params, sizes, model._offsets, True)
     loss, _ = sparse_forward_backward(*csr_arrays(X), np.arange(S), T, sizes, sizes_0, model._codes, params,
                                       model._offsets, work, K.workspace_offsets(sizes_0, S), 1.0 / S, 0.0, grads,
-                                      None, 0)
+                                      None, 0, model._smooth)
     transpose_first_layer(grads, sizes, model._offsets, False)
     return float(loss)

@@ -303,15 +303,20 @@ def test_a_warm_start_runs_the_cached_kernels_without_numbas_registries():
 
 def test_compile_checks_its_arguments():
     from fastbp import prebuild
-    jobs = prebuild.plan(["float32", "float64"], ["relu", "tanh"], ["sgd", "adam"])
-    assert [str(j) for j in jobs] == ["float32 sgd + predict", "float32 adam", "float64 sgd + predict", "float64 adam"]
+    jobs = prebuild.plan(["float32", "float64"], ["relu", "gelu", "identity"], ["sgd", "adam"])
+    assert [str(j) for j in jobs] == [  # relu-like layers and the others compile apart (`kernels.smooth_flag`)
+        "float32 sgd relu/identity + predict", "float32 adam relu/identity", "float32 sgd gelu + predict",
+        "float32 adam gelu", "float64 sgd relu/identity + predict", "float64 adam relu/identity",
+        "float64 sgd gelu + predict", "float64 adam gelu"]
+    assert [str(j) for j in prebuild.plan("float32", "tanh", "sgd")] == ["float32 sgd tanh + predict"]
     assert set(fastbp.kernels.OPTIMIZERS) <= set(prebuild.OPTIMIZER_NAMES)  # every registered optimizer has a name
     for bad in ({"dtypes": ["float16"]}, {"optimizers": ["adagrad"]}, {"activations": []}, {"workers": 0}):
         with pytest.raises(ValueError):
             fastbp.compile(**{"progress": False, **bad})
 
 
-def test_the_workers_signatures_are_the_ones_a_fit_uses():
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_the_workers_signatures_are_the_ones_a_fit_uses(activation):
     """`prebuild.compile_beside`'s worker compiles loss_and_backward and predict_outputs for the argument
     types a fit passes: read them off the kernels compiled for a fit, in this process or (when the fit
     loaded its kernels from the cache) in the cache's index."""
@@ -319,10 +324,10 @@ def test_the_workers_signatures_are_the_ones_a_fit_uses():
     from fastbp import prebuild
     rng = np.random.default_rng(0)
     X = rng.random((40, 5), dtype=np.float32)
-    model = fastbp.MLP([5, 4, 3], seed=0)
+    model = fastbp.MLP([5, 4, 3], activation=activation, seed=0)
     model.fit(X, np.arange(40) % 3, epochs=1, batch_size=8, optimizer=fastbp.SGD(lr=0.1), verbose=0)
     model.predict_proba(X)
-    for name, signature in prebuild._signatures_beside_train_epoch("float32"):
+    for name, signature in prebuild._signatures_beside_train_epoch("float32", smooth=activation != "relu"):
         kernel = getattr(K, name)
         cached = {key[0] for key in kernel._cache._cache_file._load_index()} if kcache.has_compiled(kernel) else set()
         assert signature in set(kernel.signatures) | cached, name
@@ -334,7 +339,7 @@ def test_a_first_fit_compiles_beside_when_the_worker_compiles_its_kernels(monkey
     import fastbp.model
     from fastbp import prebuild
     calls = []
-    monkeypatch.setattr(prebuild, "compile_beside", lambda dtype: calls.append(np.dtype(dtype)))
+    monkeypatch.setattr(prebuild, "compile_beside", lambda dtype, smooth: calls.append(np.dtype(dtype)))
     monkeypatch.setattr(fastbp.model, "_first_epoch_compiles", lambda run: True)
     X, y = np.random.default_rng(0).random((24, 5)), np.arange(24) % 3
 

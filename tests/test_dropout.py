@@ -70,7 +70,7 @@ def _step(params, sizes, codes, X, T, p, key, grads):
     poff, S = K.param_offsets(sizes), X.shape[0]
     woff = K.workspace_offsets(sizes, S)
     return K.forward_backward(sizes, codes, params, poff, X, T, np.empty(woff[-1, 2]), woff, S, 1.0 / S, 0.0,
-                              grads, None, p, key)
+                              grads, None, p, key, K.smooth_flag(codes))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
@@ -108,7 +108,7 @@ def test_dropout_forward_equals_masked_reference():
     sizes, p = m._sizes, 0.5
     woff = K.workspace_offsets(sizes, 5)
     work = np.empty(woff[-1, 2])
-    K.forward(sizes, m._codes, m._params, K.param_offsets(sizes), X, work, woff, 5, p, step_key(1, 2))
+    K.forward(sizes, m._codes, m._params, K.param_offsets(sizes), X, work, woff, 5, p, step_key(1, 2), m._smooth)
     a1 = work[woff[1, 0]:woff[1, 0] + 30].reshape(5, 6)
     want = dropout_mask(1, 2, 1, 5, 6, p) * np.tanh(X @ m.weights[0].T + m.biases[0]) / (1 - p)
     np.testing.assert_allclose(a1, want, rtol=1e-12, atol=1e-15)

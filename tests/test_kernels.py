@@ -30,7 +30,7 @@ def test_dense_forward(S, n_in, n_out, activation, dtype):
     rng = np.random.default_rng(S * n_in * n_out)
     A, W, b = (rng.normal(size=s).astype(dtype) for s in [(S, n_in), (n_out, n_in), (n_out,)])
     A_out = np.full((S, n_out), np.nan, dtype)
-    K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out)
+    K.dense_forward(A, W, b, K.ACTIVATIONS[activation], A_out, smooth=True)
     want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)
     np.testing.assert_allclose(A_out, want, **_tol(dtype))
 
@@ -93,12 +93,12 @@ def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     want_W = W.astype(float) + alpha * D_prev.T.astype(float) @ A_prev
     want = F["relu"][0](A.astype(float) @ want_W.T + b)
     fused, A_out = W.copy(), np.full((S, n_out), np.nan, dtype)
-    K.dense_update_forward(D_prev, A_prev, alpha, A, fused, b, K.RELU, A_out)
+    K.dense_update_forward(D_prev, A_prev, alpha, A, fused, b, K.RELU, A_out, smooth=True)
     np.testing.assert_allclose(fused, want_W, **_tol(dtype, S_prev))
     np.testing.assert_allclose(A_out, want, **_tol(dtype, n_in))
     apart, apart_out = W.copy(), np.empty((S, n_out), dtype)
     K.dense_weight_gradient(D_prev, A_prev, alpha, 1.0, apart)
-    K.dense_forward(A, apart, b, K.RELU, apart_out)
+    K.dense_forward(A, apart, b, K.RELU, apart_out, smooth=True)
     np.testing.assert_array_equal(fused, apart)
     np.testing.assert_array_equal(A_out, apart_out)
 
@@ -118,7 +118,7 @@ def test_cache_blocks_cover_every_term_once(S, n_in, n_out, dtype):
     D = rng.normal(size=(S, n_out)).astype(dtype)
     D[rng.random(D.shape) < 0.3] = 0
     A_out, D_out, G = np.empty((S, n_out), dtype), np.empty((S, n_in), dtype), np.full((n_out, n_in), np.nan, dtype)
-    K.dense_forward(A, W, b, K.TANH, A_out)
+    K.dense_forward(A, W, b, K.TANH, A_out, smooth=True)
     K.dense_backward(D, W, A, K.IDENTITY, D_out)
     K.dense_weight_gradient(D, A, 0.5, 0.0, G)
     tol = _tol(dtype) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
@@ -185,7 +185,7 @@ def test_activations_saturate_without_overflow(dtype):
         out = np.empty_like(z)
         with np.errstate(all="raise"):
             # z_k = Σ_j diag(z)_kj · 1 = z_k
-            K.dense_forward(np.ones((1, 5), dtype), np.diag(z[0]), np.zeros(5, dtype), CODES[name], out)
+            K.dense_forward(np.ones((1, 5), dtype), np.diag(z[0]), np.zeros(5, dtype), CODES[name], out, smooth=True)
         assert np.isfinite(out).all()
         np.testing.assert_allclose(out, F[name][0](z.astype(float)), atol=1e-6)
 
@@ -253,13 +253,75 @@ def test_train_epoch_takes_the_steps_of_forward_backward(batch_size, shuffled, w
     poff, woff = K.param_offsets(sizes), K.workspace_offsets(sizes, batch_size)
     eager = (0.3 * rng.normal(size=poff[-1, 0])).astype(dtype)
     lazy = eager.copy()
-    loss, correct = K.train_epoch(X, T, order, batch_size, sizes, codes, lazy, np.empty(2 * woff[-1, 2], dtype), 0.1)
+    loss, correct = K.train_epoch(X, T, order, batch_size, sizes, codes, lazy, np.empty(2 * woff[-1, 2], dtype), 0.1,
+                                  smooth=True)
     work, want_loss, want_correct = np.empty(woff[-1, 2], dtype), 0.0, 0
     for start in range(0, N, batch_size):
         index = order[start:start + batch_size]
         S = len(index)
         step_loss, step_correct = K.forward_backward(sizes, codes, eager, poff, X[index], T[index], work, woff, S,
-                                                     -0.1 / S, 1.0, eager)
+                                                     -0.1 / S, 1.0, eager, smooth=True)
         want_loss, want_correct = want_loss + step_loss * S, want_correct + step_correct
     np.testing.assert_array_equal(lazy, eager)
     assert loss == want_loss and correct == want_correct
+
+
+def test_smooth_flag_is_none_only_for_relu_and_identity_layers():
+    """`smooth_flag` reads the hidden layers' codes only: the last code is the output's."""
+    assert K.smooth_flag(np.array([K.RELU, K.IDENTITY, K.SOFTMAX_CE])) is None
+    assert K.smooth_flag(np.array([K.SIGMOID_BCE])) is None  # no hidden layer
+    for other in (K.TANH, K.SIGMOID, K.GELU):
+        assert K.smooth_flag(np.array([K.RELU, other, K.IDENTITY_SE])) is True
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_a_relu_network_trains_the_same_bits_without_the_other_activations_code(batch_size):
+    """smooth=None (what fit passes for relu and identity layers) leaves out only code that such a network never
+    runs: the epoch and the predictions are those of the kernels compiled with every activation, bit for bit."""
+    rng = np.random.default_rng(batch_size)
+    sizes, codes = np.array([30, 64, 40, 5], np.int64), np.array([K.RELU, K.IDENTITY, K.SOFTMAX_CE], np.int64)
+    X, T = rng.normal(size=(150, 30)).astype(np.float32), np.eye(5, dtype=np.float32)[rng.integers(0, 5, 150)]
+    woff = K.workspace_offsets(sizes, batch_size)
+    start = (0.3 * rng.normal(size=K.param_offsets(sizes)[-1, 0])).astype(np.float32)
+    order = rng.permutation(150)
+    results = []
+    for smooth in (None, True):
+        params, work = start.copy(), np.empty(2 * woff[-1, 2], np.float32)
+        loss, correct = K.train_epoch(X, T, order, batch_size, sizes, codes, params, work, 0.1, None, None, 0, 0,
+                                      smooth)
+        rows = K.predict_rows(150, 2)
+        out = np.empty((150, 5), np.float32)
+        K.predict_outputs(X, sizes, codes, params, np.empty((2, K.workspace_offsets(sizes, rows)[-1, 2]), np.float32),
+                          out, smooth)
+        results.append((params, loss, correct, out))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+_COMPILE_FORWARD = """
+import numpy as np, fastbp
+from fastbp import kernels as K
+from fastbp.kernels.activations import activate_block, keep_z_and_activate
+X = np.ones((5, 4), np.float32)
+for activation in ("relu", "gelu"):
+    m = fastbp.MLP([4, 8, 3], activation=activation, seed=0)
+    woff = K.workspace_offsets(m._sizes, 5)
+    K.forward(m._sizes, m._codes, m._params, K.param_offsets(m._sizes), X, np.empty(woff[-1, 2], np.float32), woff,
+              5, None, np.int64(0), m._smooth)
+    print(len(activate_block.signatures), len(keep_z_and_activate.signatures))
+"""
+
+
+def test_a_relu_network_compiles_no_code_for_the_other_activations(tmp_path):
+    """The forward of a relu network, with the `smooth_flag` a fit passes, compiles neither of the kernels that
+    apply tanh, sigmoid or GELU; a GELU network's compiles both. In a new process with an empty cache, so that
+    nothing is loaded ready-made."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "FASTBP_COMPILE_WORKER": "0"}
+    run = subprocess.run([sys.executable, "-c", _COMPILE_FORWARD], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    relu, gelu = (line.split() for line in run.stdout.strip().splitlines())
+    assert relu == ["0", "0"]
+    assert all(int(n) > 0 for n in gelu)

@@ -145,12 +145,13 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
     sizes, L = m._sizes, len(m.layer_sizes) - 1
     woff = K.workspace_offsets(sizes, n_rows)
     work = m._workspace(n_rows)
-    K.forward(sizes, m._codes, m._params, K.param_offsets(sizes), X, work, woff, n_rows)  # kernels split units
+    K.forward(sizes, m._codes, m._params, K.param_offsets(sizes), X, work, woff, n_rows,  # kernels split units
+              smooth=m._smooth)
     want = np.empty((n_rows, 5), np.float32)
     K.output_activation(work[woff[L, 0]:woff[L, 0] + 5 * n_rows].reshape(n_rows, 5), m._codes[-1], want)
     for threads in (1, 2, 3):
         got = np.empty_like(want)
-        K.predict_outputs(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got)
+        K.predict_outputs(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got, m._smooth)
         np.testing.assert_array_equal(got, want)
 
 

@@ -36,7 +36,7 @@ def test_forward_twin(S, n_in, n_out, activation, dtype):
     code = K.ACTIVATIONS[activation]
     twin, tiled = np.full((S, n_out), np.nan, dtype), np.full((S, n_out), np.nan, dtype)
     R.forward(A, W, b, code, twin)
-    K.dense_forward(A, W, b, code, tiled)
+    K.dense_forward(A, W, b, code, tiled, smooth=True)
     np.testing.assert_allclose(tiled, twin, **_tol(dtype, n_in))
     want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)
     np.testing.assert_allclose(twin, want, **_tol(dtype, n_in))
@@ -97,7 +97,7 @@ def test_fused_step_and_forward_equal_the_twins_in_turn(S, n_in, n_out, dtype):
     W_twin, twin = W - dtype(lr) * G, np.empty((S, n_out), dtype)
     R.forward(A, W_twin, b, K.RELU, twin)
     fused, tiled = W.copy(), np.empty((S, n_out), dtype)
-    K.dense_update_forward(D_prev, A_prev, -lr / S_prev, A, fused, b, K.RELU, tiled)
+    K.dense_update_forward(D_prev, A_prev, -lr / S_prev, A, fused, b, K.RELU, tiled, smooth=True)
     np.testing.assert_allclose(fused, W_twin, **_tol(dtype, S_prev))
     np.testing.assert_allclose(tiled, twin, **_tol(dtype, n_in))
 
@@ -119,8 +119,8 @@ def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
     A, W, b = _random(rng, (S, n_in), dtype), _random(rng, (n_out, n_in), dtype), _random(rng, n_out, dtype)
     D = _random(rng, (S, n_out), dtype)
     A_out, A_out_padded = np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
-    K.dense_forward(A, W, b, K.TANH, A_out)
-    K.dense_forward(_padded(A), W, b, K.TANH, A_out_padded)
+    K.dense_forward(A, W, b, K.TANH, A_out, smooth=True)
+    K.dense_forward(_padded(A), W, b, K.TANH, A_out_padded, smooth=True)
     D_in, D_in_padded = np.empty((S, n_in), dtype), _padded(np.empty((S, n_in), dtype))
     K.dense_backward(D, W, A, K.RELU, D_in)
     K.dense_backward(_padded(D), W, _padded(A), K.RELU, D_in_padded)
@@ -129,8 +129,9 @@ def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
     K.dense_weight_gradient(_padded(D), _padded(A), -0.1 / S, 1.0, G_padded)
     fused, fused_padded = W.copy(), W.copy()
     step, step_padded = np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
-    K.dense_update_forward(D, A, -0.1 / S, A, fused, b, K.RELU, step)
-    K.dense_update_forward(_padded(D), _padded(A), -0.1 / S, _padded(A), fused_padded, b, K.RELU, step_padded)
+    K.dense_update_forward(D, A, -0.1 / S, A, fused, b, K.RELU, step, smooth=True)
+    K.dense_update_forward(_padded(D), _padded(A), -0.1 / S, _padded(A), fused_padded, b, K.RELU, step_padded,
+                           smooth=True)
     for plain, padded in [(A_out, A_out_padded), (D_in, D_in_padded), (step, step_padded)]:
         np.testing.assert_array_equal(padded[:, :plain.shape[1]], plain)
         assert np.isnan(padded[:, plain.shape[1]:]).all()  # the padding is never written

@@ -14,7 +14,7 @@ from .cache import attach_caches, configure_cache
 configure_cache()  # before any kernel module is imported: their dispatchers' caches are attached below
 
 from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, TANH, Activation, activate,
-                          derivative, glorot_uniform, he_normal)
+                          derivative, glorot_uniform, he_normal, smooth_flag)
 from . import reference  # noqa: F401  the readable twins (compiled on first use)
 from .checks import all_finite
 from .dense import (bias_gradient, dense_backward, dense_forward, dense_forward_serial, dense_update_forward,
@@ -59,7 +59,7 @@ attach_caches()  # after every kernel module: each kernel gets fastbp's checked 
 
 __all__ = [
     "ACTIVATIONS", "GELU", "IDENTITY", "REGISTRY", "RELU", "SIGMOID", "TANH", "Activation", "activate", "derivative",
-    "glorot_uniform", "he_normal", "all_finite",
+    "glorot_uniform", "he_normal", "smooth_flag", "all_finite",
     "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial", "dense_update_forward",
     "dense_weight_gradient",
     "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",

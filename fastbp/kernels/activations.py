@@ -110,6 +110,17 @@ ACTIVATIONS = {name: entry.code for name, entry in REGISTRY.items()}
 _FROM_Z = np.array(sorted(entry.code for entry in REGISTRY.values() if entry.from_z), dtype=np.int64)
 
 
+def smooth_flag(codes: np.ndarray) -> bool | None:
+    """The kernels' `smooth` argument for a network whose `codes` are its hidden activations, then its output's.
+
+    None when every hidden activation is relu or identity, which the forward's register tiles apply as they
+    store (`relu_or_identity`); True when any is another (tanh, sigmoid, GELU). None is a type of its own, so
+    Numba prunes the forward's calls of `activate_block` and `keep_z_and_activate` and compiles none of their
+    code: a relu network's first fit compiles less (benchmarks/NOTES.md).
+    """
+    return None if all(code in (RELU, IDENTITY) for code in codes[:-1]) else True
+
+
 # ----------------------------------------------------------------------------- dispatch in compiled code
 @njit(inline="always", cache=True)
 def activate(code, z):

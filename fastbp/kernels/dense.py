@@ -22,7 +22,9 @@ task functions only. `_forward_tiles` is compiled with parallel=True, though it 
 compiled without it, the forward ran up to 1.5x slower on one thread (the same loops; what differs is
 Numba's pipeline around them, as for `dense_forward_serial`).
 The forward's tiles apply relu alone of the activation table; `activate_block` applies tanh and
-sigmoid once per task, which saves compile time.
+sigmoid once per task, which saves compile time. The forward kernels take `smooth`, None for a network of relu
+and identity layers (`activations.smooth_flag`): then the call of `activate_block` is pruned, and none of its
+code is compiled.
 
 Determinism: each output element is summed by one thread, in a fixed order that depends only
 on the shapes (never on the thread count), so results are bit-identical for any number of threads.
@@ -237,12 +239,14 @@ def _row_tasks(M, N, columns):
 
 # ----------------------------------------------------------------------------- forward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_forward(A, W, b, code, A_out):
+def dense_forward(A, W, b, code, A_out, smooth=True):
     """a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])   (docs/derivation.md eq. 1, 2)
 
     A: (S, n_in) activations a^{l-1} · W: (n_out, n_in) · b: (n_out,) · code: activation f
-    A_out: (S, n_out), written. Computed in SAMPLE_TILE x 4 tiles of (s, k), parallel over tasks of many
-    tiles (serial below PARALLEL_WORK): each a[s, k] is summed by one thread, in order of j.
+    A_out: (S, n_out), written · smooth: None when `code` is relu or identity for every call of this
+    signature (`activations.smooth_flag`): no code for the other activations is compiled then.
+    Computed in SAMPLE_TILE x 4 tiles of (s, k), parallel over tasks of many tiles (serial below
+    PARALLEL_WORK): each a[s, k] is summed by one thread, in order of j.
 
     A task is a group of up to 16 unit tiles (64 rows of W) with a block of sample tiles
     (`_forward_task`), whose rows of W stay in L2. Within it the sample tiles come in blocks whose rows of
@@ -257,19 +261,19 @@ def dense_forward(A, W, b, code, A_out):
     """
     S, n_out = A_out.shape[0], W.shape[0]
     if S * W.size < PARALLEL_WORK:
-        dense_forward_serial(A, W, b, code, A_out)
+        dense_forward_serial(A, W, b, code, A_out, smooth)
     else:
         n_tasks, n_groups, n_blocks = _forward_tasks(S, W)
         block = _sample_block(A, W)
         for t in prange(n_tasks):
             st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth)
 
 
 # parallel=True with no prange: it calls the parallel-compiled `_forward_tiles`, and a cached non-parallel
 # caller of a parallel function crashes when a later process loads it (training.py's note)
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_forward_serial(A, W, b, code, A_out):
+def dense_forward_serial(A, W, b, code, A_out, smooth=True):
     """`dense_forward` on the calling thread: its tasks in turn, each sum in the same order.
 
     For small layers, and for a thread that computes its own block of rows through every layer
@@ -280,16 +284,17 @@ def dense_forward_serial(A, W, b, code, A_out):
     block = _sample_block(A, W)
     for t in range(n_tasks):
         st0, st1, u0, u1 = _forward_task(t, n_groups, n_blocks, S, n_out)
-        _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
+        _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth)
 
 
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster
 # code (up to 1.5x on one thread; benchmarks/NOTES.md)
 @njit(parallel=True, fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
-def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block):
+def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth):
     """Sample tiles [st0, st1) x unit tiles [u0, u1) of the forward: a task. The sample tiles come in
     blocks of `block` tiles (`_sample_block`); in each block every unit tile takes its turn on all of the
-    block's sample tiles. Then f on the task's block of a^l, while it is in L1 (`activate_block`).
+    block's sample tiles. Then f on the task's block of a^l, while it is in L1 (`activate_block`), unless
+    smooth is None: the tiles' relu was all there was to apply, and Numba prunes the call.
     One compiled function for `dense_forward`, `dense_forward_serial` and `dense_update_forward`, so that
     Numba types and lowers the tiles once, not once per kernel and branch."""
     S, n_out = A_out.shape[0], W.shape[0]
@@ -298,7 +303,8 @@ def _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block):
             for st in range(sb, min(sb + block, st1)):
                 _forward_tile(A, W, b, code, A_out, st * SAMPLE_TILE, min(st * SAMPLE_TILE + SAMPLE_TILE, S),
                               u * TILE, min(u * TILE + TILE, n_out))
-    activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
+    if smooth is not None:
+        activate_block(code, A_out, st0 * SAMPLE_TILE, min(st1 * SAMPLE_TILE, S), u0 * TILE, min(u1 * TILE, n_out))
 
 
 @njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -479,17 +485,17 @@ def bias_gradient(D, alpha, beta, g):
 
 # ----------------------------------------------------------------------------- the SGD step, fused into the forward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
+def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out, smooth=True):
     """W[k, j] += α Σ_s δ'[s, k] a'[s, j], then a^l[s, k] = f(b[k] + Σ_j W[k, j] a^{l-1}[s, j])
 
     The previous batch's SGD step on W (α = -ε/S', from its δ' = D_prev and a' = A_prev, eq. 11),
     fused into this batch's forward (eq. 1): each group of rows of W is updated just before its
     forward tiles read it, so a step reads W once instead of twice, in one parallel region.
     D_prev: (S', n_out) · A_prev: (S', n_in) · A: (S, n_in) · W: (n_out, n_in), updated · b: (n_out,)
-    A_out: (S, n_out), written. S' = 0 is a plain forward; S = 0, the step alone. Parallel over
-    groups of unit tiles. Below PARALLEL_WORK, or with fewer than 8 unit tiles, it calls the two
-    kernels in turn instead: fusing saves nothing when W stays in cache anyway, and compiling a
-    serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
+    A_out: (S, n_out), written · smooth: as in `dense_forward`. S' = 0 is a plain forward; S = 0, the
+    step alone. Parallel over groups of unit tiles. Below PARALLEL_WORK, or with fewer than 8 unit
+    tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway,
+    and compiling a serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
     a[s, k] is computed by the arithmetic of `dense_weight_gradient` and `dense_forward`, so the
     result is that of the two kernels in turn, bit for bit.
     """
@@ -501,7 +507,7 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
         # little work (W stays in cache anyway), or too few rows of W to share out evenly:
         # the two kernels in turn, each serial or split its own way
         dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
-        dense_forward(A, W, b, code, A_out)
+        dense_forward(A, W, b, code, A_out, smooth)
     else:  # narrower groups in a narrow layer, so that no thread idles
         n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
         block = _sample_block(A, W)
@@ -511,4 +517,4 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out):
             # rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
             _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
-            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block)
+            _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth)

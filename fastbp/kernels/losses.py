@@ -14,10 +14,11 @@ lse(z) = m + log Σ_c e^{z_c - m} with m = max_c z_c, so exp never overflows (do
 """
 import math
 
+import numpy as np
 from numba import prange
 
 from .vecmath import sigmoid_libm
-from .common import PARALLEL_ELEMENTS, cast_like, njit
+from .common import PARALLEL_ELEMENTS, cast_like, njit, task_range
 
 SOFTMAX_CE, SIGMOID_BCE, IDENTITY_SE, EXP_POISSON = 0, 1, 2, 3
 
@@ -119,6 +120,18 @@ def _loss_row(Z, T, code, s, A_out, D):
     return _identity_se_row(Z, T, s, A_out, D)
 
 
+#: runs of rows that `output_loss` shares among the threads
+LOSS_TASKS = 64
+
+
+@njit(cache=True)
+def _loss_rows(Z, T, code, A_out, D, losses, s0, s1):
+    """losses[s] = E_s, with a^L[s, :] and δ^L[s, :] written, for the rows [s0, s1) of `output_loss`.
+    A function of its own, called by both of its paths, so that the four row kernels are compiled once."""
+    for s in range(s0, s1):
+        losses[s] = _loss_row(Z, T, code, s, A_out, D)
+
+
 @njit(parallel=True, cache=True)
 def output_loss(Z, T, code, A_out, D, losses):
     """E = (1/S) Σ_s E_s and δ^L[s, k] = a^L[s, k] - t[s, k]   (docs/derivation.md eq. 9-14)
@@ -126,15 +139,17 @@ def output_loss(Z, T, code, A_out, D, losses):
     Z: (S, n_L) logits z^L · T: (S, n_L) targets · code: SOFTMAX_CE, SIGMOID_BCE or IDENTITY_SE
     A_out: (S, n_L) a^L, written (may be Z itself) · D: (S, n_L) δ^L, written
     losses: (S,) E_s, written. Returns the batch-mean loss E, summed in order of s in float64.
-    Parallel over samples s when there are enough of them (PARALLEL_ELEMENTS).
+    Parallel over runs of samples when there are enough of them (PARALLEL_ELEMENTS); each row's numbers
+    depend on that row alone, so the runs change no bit.
     """
     S = Z.shape[0]
     if Z.size < PARALLEL_ELEMENTS:
-        for s in range(S):
-            losses[s] = _loss_row(Z, T, code, s, A_out, D)
+        _loss_rows(Z, T, code, A_out, D, losses, np.int64(0), S)  # an int64, as below: a literal 0 compiles twice
     else:
-        for s in prange(S):
-            losses[s] = _loss_row(Z, T, code, s, A_out, D)
+        n_tasks = min(S, LOSS_TASKS)
+        for t in prange(n_tasks):
+            s0, s1 = task_range(t, n_tasks, S)
+            _loss_rows(Z, T, code, A_out, D, losses, s0, s1)
     total = 0.0
     for s in range(S):
         total += losses[s]

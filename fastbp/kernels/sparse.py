@@ -107,13 +107,14 @@ def sparse_weight_gradient(indptr, indices, data, rows, D, alpha, beta, GT):
 
 @njit(parallel=True, cache=True)
 def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, codes, params, poff, work, woff,
-                            alpha, beta, out, p, key):
+                            alpha, beta, out, p, key, smooth):
     """`training.forward_backward` for a batch of CSR rows: forward (sparse layer 1, dense layers 2..L, dropout
     p with `key` on the hidden layers), loss, every δ, then out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     params, out: W^1 stored transposed, (n_0, n_1), the other layers as usual (`transpose_first_layer`).
     work, woff: a workspace for sizes_0, the sizes with n_0 = 0. The δ are all computed before any W^l in out changes,
-    so α = -ε/S, β = 1, out = params is the SGD step. Returns (batch-mean loss, number correct).
+    so α = -ε/S, β = 1, out = params is the SGD step. smooth: as in `training.forward`.
+    Returns (batch-mean loss, number correct).
     """
     S, L = rows.shape[0], sizes.shape[0] - 1
     WT, b = _mat(params, poff[1, 0], sizes[0], sizes[1]), params[poff[1, 1]:poff[1, 1] + sizes[1]]
@@ -124,7 +125,7 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
             dropout_forward(A_in, p, layer_key(key, l - 1))
         W, b = _weights(params, poff, sizes, l)
         A_out = _buffer(work, woff, sizes_0, l, A_, S)
-        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out)
+        dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out, smooth)
         A_in = A_out
     no_input = _mat(work, woff[0, A_], S, 0)  # a^0 is never read with weights=False
     loss, correct = loss_and_backward(sizes_0, codes, params, poff, no_input, T, work, woff, S,
@@ -140,7 +141,7 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
 
 @njit(parallel=True, cache=True)
 def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes, params, work, grads, fused, code,
-                       hyper, state, t, p, seed):
+                       hyper, state, t, p, seed, smooth):
     """One epoch over the CSR rows of X in the order `order`, as `training.train_epoch` (fused=True: plain SGD,
     the step fused into the gradient pass, eagerly) or `training.train_epoch_optimizer` (fused=False: gradient
     into `grads`, L2 penalty, clipping, then the optimizer `code`).
@@ -148,7 +149,8 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
     params, grads, state: with W^1 (and its gradient and optimizer state) stored transposed, (n_0, n_1)
     (`transpose_first_layer`): every optimizer step is elementwise, so it runs on that layout unchanged.
     T: (N, n_L) targets · work: `workspace_offsets(sizes with n_0 = 0, batch_size)` elements · t: steps so far.
-    p not None: inverted dropout, the masks of step t from `seed`. Returns (Σ_batches S·E, number correct, t).
+    p not None: inverted dropout, the masks of step t from `seed`. smooth: as in `training.train_epoch`.
+    Returns (Σ_batches S·E, number correct, t).
     """
     N, L = order.shape[0], sizes.shape[0] - 1
     sizes_0 = sizes.copy()  # the shapes of the workspace, which holds no a^0 or δ^0
@@ -166,10 +168,10 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
         key = step_key(seed, t) if p is not None else 0
         if fused:
             loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
-                                                    poff, work, woff, -hyper[LR] / S, 1.0, params, p, key)
+                                                    poff, work, woff, -hyper[LR] / S, 1.0, params, p, key, smooth)
         else:
             loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
-                                                    poff, work, woff, 1.0 / S, 0.0, grads, p, key)
+                                                    poff, work, woff, 1.0 / S, 0.0, grads, p, key, smooth)
             if hyper[L2] > 0:
                 loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
             if hyper[MAX_NORM] > 0:

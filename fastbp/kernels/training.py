@@ -168,17 +168,19 @@ def batch_rows(X, T, index, work, woff, sizes):
 
 
 @njit(parallel=True, cache=True)
-def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0):
+def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0, smooth=True):
     """a^l = f_l(b^l + W^l a^{l-1}) for l = 1..L from the batch a^0 = A0 of S rows; leaves the
     logits z^L in a^L. poff = `param_offsets(sizes)`, woff = `workspace_offsets(sizes, B)`, S ≤ B.
     p: None, or inverted dropout of probability p on every hidden a^l, masks from key = `dropout.step_key(seed,
     step)`. None is a type of its own: Numba prunes the dropout branches then, and compiles no dropout code.
+    smooth: None when every hidden activation is relu or identity (`activations.smooth_flag`); likewise no code
+    for the others is compiled then.
     """
-    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S, p, key)
+    _layers(dense_forward, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth)
 
 
 @njit(inline="always", cache=True)
-def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
+def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
     thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
     dropout on each hidden a^l before the next layer reads it."""
@@ -188,8 +190,8 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
         W, b = _weights(params, poff, sizes, l)
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        dense(A_in, W, b, dense_code(code), A_out)
-        _keep_z(code, A_out, work, woff, sizes, l, S)
+        dense(A_in, W, b, dense_code(code), A_out, smooth)
+        _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
@@ -197,10 +199,10 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key):
 
 
 @njit(inline="always", cache=True)
-def _keep_z(code, A_out, work, woff, sizes, l, S):
+def _keep_z(code, A_out, work, woff, sizes, l, S, smooth):
     """For a layer whose f' needs z (`is_from_z`): z^l, left in A_out by the dense kernel run as identity,
     kept in the workspace, and a^l = f(z^l) written over it."""
-    if is_from_z(code):
+    if smooth is not None and is_from_z(code):
         keep_z_and_activate(code, A_out, _buffer(work, woff, sizes, l, Z_, S))
 
 
@@ -253,7 +255,8 @@ def batch_weights(sw, index, wb):
 
 
 @njit(parallel=True, cache=True)
-def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=None, key=0):
+def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=None, key=0,
+                     smooth=True):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
@@ -261,9 +264,9 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
     wb: None, or scaled sample weights (`output_and_loss`). p not None, key: inverted dropout on the hidden
-    layers (`forward`). Returns (batch-mean loss, number of correct predictions).
+    layers (`forward`). smooth: as in `forward`. Returns (batch-mean loss, number of correct predictions).
     """
-    forward(sizes, codes, params, poff, A0, work, woff, S, p, key)
+    forward(sizes, codes, params, poff, A0, work, woff, S, p, key, smooth)
     return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb, p, key)
 
 
@@ -272,7 +275,9 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
                       key=0):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
-    p not None: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too.
+    p not None: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too. It takes no `smooth`
+    (`forward`): it is called with more combinations of argument types than any other kernel, and each value of
+    `smooth` would compile them all again, for 0.5 s less of cold compile.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
@@ -299,7 +304,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
 
 
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=None, key=0):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=None, key=0, smooth=True):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
@@ -307,7 +312,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
     S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
     sometimes a literal 0 would compile this function once more for each such call.)
-    p not None, key: inverted dropout on this batch's hidden a^l (`forward`).
+    p not None, key: inverted dropout on this batch's hidden a^l (`forward`). smooth: as in `forward`.
     """
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
@@ -319,15 +324,15 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         A_prev = _buffer(work_prev, woff, sizes, l - 1, A_, S_prev) if l > 1 else A0_prev
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out)
-        _keep_z(code, A_out, work, woff, sizes, l, S)
+        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out, smooth)
+        _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
         A_in = A_out
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=None, seed=0, t=0):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=None, seed=0, t=0, smooth=True):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -338,7 +343,8 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
     work: two workspaces for batch capacity `batch_size`, one after the other (`workspace_offsets`).
     sw: None or (N,) sample weights (`batch_weights`).
     p not None: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
-    Returns (Σ_batches S·E, number correct).
+    smooth: None when every hidden activation is relu or identity (`activations.smooth_flag`): no code for
+    the others is compiled then. Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -354,7 +360,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
         key = step_key(seed, t + start // batch_size) if p is not None else np.int64(0)
-        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key)
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key, smooth)
         wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
                                           params, False, wb_i, p, key)
@@ -362,13 +368,13 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         total_correct += correct
         A0_prev, work_prev = A0, work_i
     # the last batch's step, with a forward of no rows
-    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff, p, key)
+    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff, p, key, smooth)
     return total_loss, total_correct
 
 
 @njit(parallel=True, cache=True)
 def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
-                          sw=None, p=None, seed=0):
+                          sw=None, p=None, seed=0, smooth=True):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
@@ -377,7 +383,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
     sw: None or (N,) sample weights: the batch loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ_l ||W^l||²
-    (scikit-learn's). p not None: inverted dropout, the masks of step t from `seed`.
+    (scikit-learn's). p not None: inverted dropout, the masks of step t from `seed`. smooth: as in `train_epoch`.
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -390,7 +396,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
         wb_s = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         key = step_key(seed, t) if p is not None else np.int64(0)
         loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
-                                         wb_s, p, key)
+                                         wb_s, p, key, smooth)
         weight = _weight_sum(sw, order[start:start + S])
         if hyper[L2] > 0 and weight > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / weight, grads)
@@ -439,12 +445,13 @@ def _row_blocks(N, n_threads):
 
 
 @njit(parallel=True, cache=True)
-def predict_outputs(X, sizes, codes, params, work, out):
+def predict_outputs(X, sizes, codes, params, work, out, smooth=True):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
 
     X: (N, n_0) · out: (N, n_L), written · work: (n_threads, size), one workspace per thread for the
     rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`).
     codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
+    smooth: as in `forward`.
     Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
     its own, in its own workspace, so no thread reads what another wrote and there is one parallel
     region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
@@ -456,15 +463,15 @@ def predict_outputs(X, sizes, codes, params, work, out):
     if n_runs == 1:  # a few rows: one block, layer by layer with the kernels that split a layer's units between
         # the threads (above PARALLEL_WORK): each core keeps its share of W^l in its own L2 from call to call,
         # where one core alone would read all of W from L3 for every call (0.94 MB for the reference network)
-        _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks)
+        _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks, smooth)
     else:
         for r in prange(n_runs):
             b0, b1 = task_range(r, n_runs, n_blocks)
-            _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1)
+            _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1, smooth)
 
 
 @njit(inline="always", cache=True)
-def _predict_blocks(dense, X, sizes, codes, params, work, out, rows, b0, b1):
+def _predict_blocks(dense, X, sizes, codes, params, work, out, rows, b0, b1, smooth):
     """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each with the kernel `dense`, in one
     workspace."""
     N = X.shape[0]
@@ -473,7 +480,7 @@ def _predict_blocks(dense, X, sizes, codes, params, work, out, rows, b0, b1):
     for block in range(b0, b1):
         start = block * rows
         S = min(rows, N - start)
-        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0)
+        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0, smooth)
         output_activation_serial(Z, codes[L - 1], out[start:start + S])
 
 
