@@ -26,10 +26,10 @@ from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_
 # with parallel=True, though it has no parallel loop of its own: a cached non-parallel caller of a
 # parallel function segfaults when it is loaded from the cache by a later process (numba issues #8578,
 # #4807; reproduced here). The warning that parallel=True found nothing to parallelise is expected for them,
-# and for `dense.dense_forward_serial`, which is compiled so for its speed.
+# and for `dense.dense_forward_serial` and `losses._loss_rows`, which are compiled so for their speed.
 warnings.filterwarnings("ignore", category=NumbaPerformanceWarning,
                         message=r"(?s)\s*The keyword argument 'parallel=True'"
-                                r".*fastbp.kernels.(training|optimizers|dense)\.py")
+                                r".*fastbp.kernels.(training|optimizers|dense|losses)\.py")
 
 # columns of the workspace offset table: a^l and δ^l; z^l of hidden layers (kept for `from_z` activations)
 A_, D_, Z_ = 0, 1, 2
