@@ -183,7 +183,7 @@ def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0, smooth
 def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
     thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
-    dropout on each hidden a^l before the next layer reads it."""
+    dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`."""
     L = sizes.shape[0] - 1
     A_in = A0
     for l in range(1, L + 1):
