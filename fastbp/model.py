@@ -379,23 +379,31 @@ class MLP:
             if sparse_input.is_sparse(X):
                 sparse_input.outputs(self, X, logits, Z)
             else:
-                K.predict_outputs(X, self._sizes, logits, self._params, self._row_workspaces(X.shape[0]), Z,
-                                  self._smooth)
+                self._predict_outputs(X, logits, Z)
             loss = K.output_loss(Z, T, self._codes[-1], Z, D, losses)
             correct = K.count_correct(Z, T, self._codes[-1])
         return loss, correct / X.shape[0] if self.output in _CLASSIFYING else None
 
+    def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
+        """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
+        rows = self._row_work(X.shape[0], numba.get_num_threads())
+        rows.kernel(X, self._sizes, codes, self._params, rows.work, out, self._smooth)
+
     def _row_workspaces(self, n_rows: int, threads: int | None = None) -> np.ndarray:
         """(threads, size): one workspace per Numba thread for `K.predict_outputs` on `n_rows` rows, whose
         threads each take their own blocks of rows through every layer; as small as those blocks."""
-        threads = threads or numba.get_num_threads()
-        # kept per Python thread for the next call with the same (rows, threads): sizing and allocating them
-        # took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md); never shared between threads
-        local = self.__dict__.get("_row_work") or self.__dict__.setdefault("_row_work", threading.local())
+        return self._row_work(n_rows, threads or numba.get_num_threads()).work
+
+    def _row_work(self, n_rows: int, threads: int) -> threading.local:
+        """This Python thread's `work` (`_row_workspaces`) and prediction `kernel` (`K.predict_kernel`) for
+        `n_rows` rows on `threads` threads, kept for the next call with the same two: sizing and allocating the
+        workspaces took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md)."""
+        local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
+            local.kernel = K.predict_kernel(n_rows, threads)
             local.key = (n_rows, threads)
-        return local.work
+        return local
 
     def _checkpoint(self, path, ctx, optimizer, epoch, finished, rng, history, stopper, batch_size, n_total):
         """Write a checkpoint (`fastbp.checkpoint`); with comm, rank 0 writes after a barrier and every rank
@@ -428,8 +436,7 @@ class MLP:
             if sparse:  # CSR: the sparse first layer, then the dense layers
                 sparse_input.outputs(self, X, self._codes, out)
                 return out
-            K.predict_outputs(X, self._sizes, self._codes, self._params, self._row_workspaces(X.shape[0]), out,
-                              self._smooth)
+            self._predict_outputs(X, self._codes, out)
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -463,7 +470,7 @@ class MLP:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["weights"], state["biases"]  # views into _params: rebuilt on unpickling
-        state.pop("_row_work", None)  # predict's per-thread workspaces: made again when needed
+        state.pop("_row_work_local", None)  # predict's per-thread workspaces: made again when needed
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -71,6 +71,7 @@ def run_job(job: Job, on_compile=None) -> list[str]:
             model.fit(X, y, epochs=1, batch_size=8, optimizer=_optimizer(job.optimizer), seed=0, verbose=0,
                       validation_data=(X, y))
             model.predict_proba(X)
+            model.predict_proba(X[:1])  # a few rows: `kernels.predict_kernel`'s other kernel
             model.score(X, y)
             model.evaluate(X, y)
             model.loss_and_grads(X[:4], y[:4])
@@ -175,8 +176,8 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
 def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> list[tuple[str, tuple]]:
     """(kernel, argument types) of the parts of a fit's call tree that a second process can compile
     while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
-    `train_epoch` calls it (its last argument the literal False), and the prediction kernel that
-    `score` and `predict_proba` call, for a network with (smooth) or without tanh, sigmoid or GELU layers
+    `train_epoch` calls it (its last argument the literal False), and the prediction kernels that
+    `score` and `predict_proba` call (on many rows, then on a few), for a network with (smooth) or without tanh, sigmoid or GELU layers
     (`kernels.smooth_flag`). The types are those `fastbp.kernels.training` passes today: if
     a kernel's arguments change, the worker compiles a signature nobody loads (its time is lost, no
     result changes) until this list follows."""
@@ -194,6 +195,8 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
                                types.literal(False), types.none, types.none, types.int64)),
         # predict_outputs(X, sizes, codes, params, work, out, smooth): work (threads, size)
         ("predict_outputs", (f2, i1, i1, f1, f2, f2, flag)),
+        # the same for a few rows (`kernels.predict_kernel`): last, as no fit waits for it
+        ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f2, flag)),
     ]
 
 
@@ -237,11 +240,12 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
             or (os.cpu_count() or 1) < 2 or getattr(sys, "frozen", False)  # frozen: sys.executable is the app
             or has_compiled(K.train_epoch)):
         return None
-    code = f"from fastbp.prebuild import compile_signatures; compile_signatures({np.dtype(dtype).name!r}, {smooth})"
-    # this very fastbp, wherever it was imported from
+    # this very fastbp, wherever it was imported from: first on sys.path, before the working directory that
+    # `python -c` puts there (a source tree of another fastbp in it would be compiled into another cache)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    worker = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
+    code = (f"import sys; sys.path.insert(0, {root!r}); from fastbp.prebuild import compile_signatures; "
+            f"compile_signatures({np.dtype(dtype).name!r}, {smooth})")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(_stop, worker)
     return worker

@@ -317,7 +317,7 @@ def test_compile_checks_its_arguments():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_the_workers_signatures_are_the_ones_a_fit_uses(activation):
-    """`prebuild.compile_beside`'s worker compiles loss_and_backward and predict_outputs for the argument
+    """`prebuild.compile_beside`'s worker compiles loss_and_backward and the predict kernels for the argument
     types a fit passes: read them off the kernels compiled for a fit, in this process or (when the fit
     loaded its kernels from the cache) in the cache's index."""
     from fastbp import kernels as K
@@ -327,6 +327,7 @@ def test_the_workers_signatures_are_the_ones_a_fit_uses(activation):
     model = fastbp.MLP([5, 4, 3], activation=activation, seed=0)
     model.fit(X, np.arange(40) % 3, epochs=1, batch_size=8, optimizer=fastbp.SGD(lr=0.1), verbose=0)
     model.predict_proba(X)
+    model.predict_proba(X[:1])  # a few rows: predict_outputs_by_layer
     for name, signature in prebuild._signatures_beside_train_epoch("float32", smooth=activation != "relu"):
         kernel = getattr(K, name)
         cached = {key[0] for key in kernel._cache._cache_file._load_index()} if kcache.has_compiled(kernel) else set()
@@ -377,7 +378,7 @@ def test_the_compile_worker_can_be_turned_off(monkeypatch):
 
 
 def test_fastbp_compile_fills_the_cache(capsys):
-    """`fastbp compile` leaves train_epoch and predict_outputs in the cache, each with the argument
+    """`fastbp compile` leaves train_epoch and the predict kernels in the cache, each with the argument
     types a fit of that dtype passes (the first fit then compiles nothing: benchmarks/startup.py), and
     the digits split of `fastbp train` (whose first run then needs no scikit-learn import)."""
     from fastbp import kernels as K
@@ -389,6 +390,7 @@ def test_fastbp_compile_fills_the_cache(capsys):
     assert "kernels compiled" in capsys.readouterr().out
     if kcache.cache_directory() is None:
         pytest.skip("no safe cache directory on this machine: compiled in memory")
-    for kernel in (K.train_epoch, K.train_epoch_optimizer, K.predict_outputs, K.all_finite):
+    for kernel in (K.train_epoch, K.train_epoch_optimizer, K.predict_outputs, K.predict_outputs_by_layer,
+                   K.all_finite):
         assert kcache.has_compiled(kernel), kernel.py_func.__name__
     assert os.path.exists(split)

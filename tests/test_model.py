@@ -5,11 +5,13 @@ import pickle
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import kernels as K
+from fastbp.kernels import training
 from fastbp.buffers import empty_on_a_line
 from fastbp.validation import check_X
 
@@ -150,9 +152,31 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
     want = np.empty((n_rows, 5), np.float32)
     K.output_activation(work[woff[L, 0]:woff[L, 0] + 5 * n_rows].reshape(n_rows, 5), m._codes[-1], want)
     for threads in (1, 2, 3):
-        got = np.empty_like(want)
-        K.predict_outputs(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got, m._smooth)
-        np.testing.assert_array_equal(got, want)
+        for kernel in (K.predict_outputs, K.predict_outputs_by_layer):  # `K.predict_kernel` picks one
+            got = np.empty_like(want)
+            kernel(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got, m._smooth)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatch):
+    """`K.predict_kernel` sends a few rows (one block, `K.predict_rows`) on several threads layer by layer
+    (`predict_outputs_by_layer`), the rest to the per-thread blocks (`predict_outputs`), whose compiled code
+    then has none of the parallel layer kernels (`dense_forward`) in it; predict_proba calls the one it picks."""
+    assert K.predict_kernel(1, 2) is K.predict_outputs_by_layer
+    assert K.predict_kernel(K.predict_rows(2, 2), 2) is K.predict_outputs_by_layer
+    assert K.predict_kernel(200, 2) is K.predict_outputs and K.predict_kernel(1, 1) is K.predict_outputs
+    assert "dense_forward_serial" in K.predict_outputs.py_func.__code__.co_names
+    assert "dense_forward" not in K.predict_outputs.py_func.__code__.co_names
+    m = fastbp.MLP([6, 5, 3], seed=0)
+    X = np.random.default_rng(0).random((50, 6))
+    called = []
+    for name in ("predict_outputs", "predict_outputs_by_layer"):  # the names `predict_kernel` looks up
+        kernel = getattr(training, name)
+        monkeypatch.setattr(training, name, lambda *args, kernel=kernel, name=name: called.append(name) or kernel(*args))
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    want = m.predict_proba(X)  # many rows, on 2 threads (as the workspaces say)
+    np.testing.assert_allclose(m.predict_proba(X[:1]), want[:1], rtol=1e-5)
+    assert called == ["predict_outputs", "predict_outputs_by_layer"]
 
 
 def test_binary_and_multilabel_sigmoid():

@@ -455,19 +455,37 @@ def predict_outputs(X, sizes, codes, params, work, out, smooth=True):
     Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
     its own, in its own workspace, so no thread reads what another wrote and there is one parallel
     region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
-    threads, and each layer would read the other thread's half of the one before.) A single block, as for a
-    few rows, runs layer by layer through `dense_forward` instead (see below).
+    threads, and each layer would read the other thread's half of the one before.) A single block of a few
+    rows is better split the other way: `predict_outputs_by_layer`, which `predict_kernel` picks.
     The results are those of `forward` on the whole of X, bit for bit, for any number of threads.
     """
     rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
-    if n_runs == 1:  # a few rows: one block, layer by layer with the kernels that split a layer's units between
-        # the threads (above PARALLEL_WORK): each core keeps its share of W^l in its own L2 from call to call,
-        # where one core alone would read all of W from L3 for every call (0.94 MB for the reference network)
-        _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks, smooth)
-    else:
-        for r in prange(n_runs):
-            b0, b1 = task_range(r, n_runs, n_blocks)
-            _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1, smooth)
+    for r in prange(n_runs):
+        b0, b1 = task_range(r, n_runs, n_blocks)
+        _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1, smooth)
+
+
+@njit(parallel=True, cache=True)
+def predict_outputs_by_layer(X, sizes, codes, params, work, out, smooth=True):
+    """`predict_outputs` layer by layer, each layer's units split between the threads by `dense_forward`
+    (above PARALLEL_WORK): for a single block of a few rows, where each core then keeps its share of W^l in
+    its own L2 from call to call, instead of one core reading all of W from L3 on every call (0.94 MB for the
+    reference network). Only work[0] is used. The same bits as `predict_outputs`.
+
+    A kernel of its own, not a branch of `predict_outputs`, so that a fit's first prediction (of many rows)
+    compiles none of the parallel forward's code, which a cold start waited for (benchmarks/NOTES.md).
+    """
+    rows, n_blocks, _ = _row_blocks(X.shape[0], work.shape[0])
+    _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks, smooth)
+
+
+def predict_kernel(n_rows: int, n_threads: int):
+    """The kernel that predicts n_rows rows on n_threads threads best: `predict_outputs_by_layer` when the rows
+    make a single block (`predict_rows`) and there are threads to split its layers, else `predict_outputs`.
+    Both take the same arguments and give the same bits."""
+    if n_threads > 1 and n_rows <= predict_rows(n_rows, n_threads):
+        return predict_outputs_by_layer
+    return predict_outputs
 
 
 @njit(inline="always", cache=True)
