@@ -172,7 +172,8 @@ def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatc
     called = []
     for name in ("predict_outputs", "predict_outputs_by_layer"):  # the names `predict_kernel` looks up
         kernel = getattr(training, name)
-        monkeypatch.setattr(training, name, lambda *args, kernel=kernel, name=name: called.append(name) or kernel(*args))
+        monkeypatch.setattr(training, name,
+                            lambda *args, kernel=kernel, name=name: called.append(name) or kernel(*args))
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     want = m.predict_proba(X)  # many rows, on 2 threads (as the workspaces say)
     np.testing.assert_allclose(m.predict_proba(X[:1]), want[:1], rtol=1e-5)
