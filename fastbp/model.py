@@ -386,18 +386,14 @@ class MLP:
 
     def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
-        rows = self._row_work(X.shape[0], numba.get_num_threads())
-        rows.kernel(X, self._sizes, codes, self._params, rows.work, out, self._smooth)
-
-    def _row_workspaces(self, n_rows: int, threads: int | None = None) -> np.ndarray:
-        """(threads, size): one workspace per Numba thread for `K.predict_outputs` on `n_rows` rows, whose
-        threads each take their own blocks of rows through every layer; as small as those blocks."""
-        return self._row_work(n_rows, threads or numba.get_num_threads()).work
+        prediction = self._row_work(X.shape[0], numba.get_num_threads())
+        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, out, self._smooth)
 
     def _row_work(self, n_rows: int, threads: int) -> threading.local:
-        """This Python thread's `work` (`_row_workspaces`) and prediction `kernel` (`K.predict_kernel`) for
-        `n_rows` rows on `threads` threads, kept for the next call with the same two: sizing and allocating the
-        workspaces took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md)."""
+        """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads, and
+        its `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
+        through every layer. Kept for the next call with the same two: sizing and allocating the workspaces took
+        14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md)."""
         local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)

@@ -154,7 +154,7 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
     for threads in (1, 2, 3):
         for kernel in (K.predict_outputs, K.predict_outputs_by_layer):  # `K.predict_kernel` picks one
             got = np.empty_like(want)
-            kernel(X, sizes, m._codes, m._params, m._row_workspaces(n_rows, threads), got, m._smooth)
+            kernel(X, sizes, m._codes, m._params, m._row_work(n_rows, threads).work, got, m._smooth)
             np.testing.assert_array_equal(got, want)
 
 
