@@ -21,6 +21,8 @@ from llvmlite import binding as llvm
 from numba.core import config
 from numba.core.compiler import Compiler
 
+from .linking import late_link_codegen
+
 #: the widths LLVM accepts for "prefer-vector-width", in bits
 WIDTHS = (128, 256, 512)
 
@@ -67,7 +69,8 @@ def _width_attributes(width: int) -> tuple[str, ...]:
 
 @functools.cache
 def _wide_context(base: type) -> type:
-    """A subclass of Numba's target context `base` that tags every function it lowers with the width."""
+    """A subclass of Numba's target context `base` that tags every function it lowers with the width, and
+    whose code libraries link big callees after optimising (`linking.LateLinkLibrary`)."""
 
     class WideVectorContext(base):
         def post_lowering(self, mod, library):
@@ -78,12 +81,17 @@ def _wide_context(base: type) -> type:
                     # also takes string attributes in the same place, so they go in as text
                     set.update(function.attributes, _width_attributes(VECTOR_WIDTH))
 
+        def codegen(self):
+            # every library made for this compilation, its parallel loops' wrappers included
+            return late_link_codegen(super().codegen())
+
     WideVectorContext.__name__ = WideVectorContext.__qualname__ = f"WideVector{base.__name__}"
     return WideVectorContext
 
 
 class WideVectorCompiler(Compiler):
-    """Numba's compiler, asking LLVM for vectors `VECTOR_WIDTH` bits wide in what it compiles.
+    """Numba's compiler, asking LLVM for vectors `VECTOR_WIDTH` bits wide in what it compiles, and linking
+    big callees after LLVM's optimisation (`linking`).
 
     Numba gives each compilation its own copy of the target context (`_make_subtarget`), and the
     bodies of its parallel loops are compiled with a copy of that copy; giving this one the

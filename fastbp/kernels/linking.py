@@ -1,0 +1,101 @@
+"""Big callees join a caller's LLVM module after its optimisation, so that LLVM optimises each kernel once.
+
+Numba compiles every function into an LLVM module of its own, runs LLVM's O3 pipeline over it and turns
+it into machine code. A caller's module gets a copy of each callee's module, already optimised, linked in
+before its own O3 run, so that LLVM may inline the callees. So a kernel's code was optimised once in its
+own module and once more in every module above it: its parallel loop's two wrappers, the kernel, the
+kernels and wrappers that call it, up to `train_epoch`. In a cold reference fit, LLVM's module passes took
+13 s of 52, most of it on such copies (benchmarks/NOTES.md).
+
+A callee whose largest function has more than LATE_LINK_INSTRUCTIONS instructions is far above what
+LLVM's inliner takes (O3's threshold of 250 cost units is about 50 instructions), so linking it first
+bought nothing but a second optimisation of code that was already optimised. `LateLinkLibrary` links
+such callees after the optimisation instead: the caller's own code and its small callees are optimised
+together as before, and the big callees join the optimised module as they are, before the machine code
+is generated. The module still holds the code of every callee, as Numba's cache needs (a cached
+function is loaded on its own, without its callees).
+
+Only fastbp's compilations use it (`target.WideVectorCompiler` gives their target context
+`late_link_codegen`); other Numba code in the process is compiled as before.
+"""
+from __future__ import annotations
+
+import functools
+
+from numba.core.codegen import JITCodeLibrary, JITCPUCodegen
+
+try:
+    from llvmlite.binding import newpassmanagers
+except ImportError:  # an llvmlite older than Numba 0.63's
+    newpassmanagers = None
+
+#: a callee whose largest function has more instructions than this is linked after the caller's optimisation
+LATE_LINK_INSTRUCTIONS = 400
+#: Numba's wrappers of a function for calls from Python and C, which no compiled caller calls
+_WRAPPER_PREFIXES = ("cpython.", "cfunc.")
+#: the internals of Numba and llvmlite that late linking relies on (all there in Numba 0.63 to 0.68);
+#: without them every library links as Numba's own do
+SUPPORTED = (newpassmanagers is not None and hasattr(JITCPUCodegen, "_pass_builder")
+             and all(hasattr(JITCodeLibrary, name) for name in ("_optimize_final_module", "_get_module_for_linking")))
+
+
+def largest_function(library) -> int:
+    """Instructions in the largest function of `library`'s module for linking, its wrappers aside."""
+    size = getattr(library, "_fastbp_largest_function", None)
+    if size is None:
+        size = max((sum(1 for block in fn.blocks for _ in block.instructions)
+                    for fn in library._get_module_for_linking().functions
+                    if not fn.is_declaration and not fn.name.startswith(_WRAPPER_PREFIXES)), default=0)
+        library._fastbp_largest_function = size  # a finalized library's module no longer changes
+    return size
+
+
+class LateLinkLibrary(JITCodeLibrary):
+    """Numba's JIT code library, linking its big callees after optimising its module (the module's docstring)."""
+
+    def finalize(self):
+        linking = getattr(self, "_linking_libraries", None)
+        if not SUPPORTED or not isinstance(linking, list):
+            return super().finalize()
+        unique = list(dict.fromkeys(linking))
+        self._late = [lib for lib in unique if largest_function(lib) > LATE_LINK_INSTRUCTIONS]
+        self._linking_libraries = [lib for lib in unique if lib not in self._late]
+        try:
+            super().finalize()  # links the small callees, optimises (below), then generates the machine code
+        finally:
+            self._linking_libraries = linking
+
+    def _optimize_final_module(self):
+        super()._optimize_final_module()
+        late = getattr(self, "_late", ())
+        for library in late:
+            self._reload_init.update(library._reload_init)  # as Numba's linking does: it starts the thread pool
+            self._final_module.link_in(library._get_module_for_linking(), preserve=True)
+        if late:  # what nothing calls (the callees' own wrappers), dropped as the O3 run would have
+            _remove_unused(self._final_module, self._codegen)
+
+
+def _remove_unused(module, codegen) -> None:
+    """LLVM's global dead-code elimination on `module`: functions and globals that nothing references."""
+    manager = newpassmanagers.create_new_module_pass_manager()
+    manager.add_global_dead_code_eliminate_pass()
+    manager.run(module, codegen._pass_builder())
+
+
+class LateLinkCodegen:
+    """Numba's CPU code generator `base`, whose new libraries are `LateLinkLibrary`; all else is base's."""
+
+    def __init__(self, base):
+        self._base = base
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def create_library(self, name, **kwargs):
+        return LateLinkLibrary(self._base, name, **kwargs)
+
+
+@functools.cache
+def late_link_codegen(base) -> LateLinkCodegen:
+    """The `LateLinkCodegen` of Numba's code generator `base` (one per generator)."""
+    return LateLinkCodegen(base)
