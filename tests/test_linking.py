@@ -47,8 +47,8 @@ def test_a_big_callee_is_linked_after_the_optimisation_and_a_small_one_is_still_
     big, small, caller = _functions()
     x = np.linspace(-3.0, 3.0, 101)
     big(x), small(1.0)
-    threshold = linking.largest_function(_library(small))
-    assert linking.largest_function(_library(big)) > threshold  # the test's premise: one big, one small callee
+    threshold = linking.instructions(_library(small))
+    assert linking.instructions(_library(big)) > threshold  # the test's premise: one big, one small callee
     monkeypatch.setattr(linking, "LATE_LINK_INSTRUCTIONS", threshold)
 
     expected = 2.0 * big.py_func(x) + 1.0 + 2.0 * x[0] + 1.0
@@ -77,3 +77,19 @@ def test_other_numba_code_links_as_numba_does():
 
     assert plain(np.ones(3)) == 3.0
     assert type(_library(plain)) is not linking.LateLinkLibrary
+
+
+def test_numbas_runtime_links_as_it_always_did(monkeypatch):
+    """NRT's reference counting must be inlined for Numba to prune it: a caller that allocates keeps it
+    out of the late links, however low the threshold."""
+    monkeypatch.setattr(linking, "LATE_LINK_INSTRUCTIONS", 0)
+
+    @njit
+    def allocates(n):
+        return np.ones(n).sum()
+
+    assert allocates(4) == 4.0
+    library = _library(allocates)
+    runtime = [lib for lib in library._linking_libraries if lib.name == "nrt"]
+    assert runtime and not linking.is_fastbps(runtime[0])
+    assert not set(runtime) & set(library._late)

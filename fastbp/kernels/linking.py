@@ -7,13 +7,14 @@ own module and once more in every module above it: its parallel loop's two wrapp
 kernels and wrappers that call it, up to `train_epoch`. In a cold reference fit, LLVM's module passes took
 13 s of 52, most of it on such copies (benchmarks/NOTES.md).
 
-A callee whose largest function has more than LATE_LINK_INSTRUCTIONS instructions is far above what
-LLVM's inliner takes (O3's threshold of 250 cost units is about 50 instructions), so linking it first
-bought nothing but a second optimisation of code that was already optimised. `LateLinkLibrary` links
-such callees after the optimisation instead: the caller's own code and its small callees are optimised
-together as before, and the big callees join the optimised module as they are, before the machine code
-is generated. The module still holds the code of every callee, as Numba's cache needs (a cached
-function is loaded on its own, without its callees).
+A callee whose module holds more than LATE_LINK_INSTRUCTIONS instructions is either far above what
+LLVM's inliner takes (O3's threshold of 250 cost units is about 50 instructions) or a small function that
+calls such big ones once, as a kernel calls its parallel loop: linking it first bought little but a
+second optimisation of code that was already optimised. `LateLinkLibrary` links such callees after the
+optimisation instead: the caller's own code and its small callees are optimised together as before, and
+the big callees join the optimised module as they are, before the machine code is generated. The module
+still holds the code of every callee, as Numba's cache needs (a cached function is loaded on its own,
+without its callees).
 
 Only fastbp's compilations use it (`target.WideVectorCompiler` gives their target context
 `late_link_codegen`); other Numba code in the process is compiled as before.
@@ -29,8 +30,10 @@ try:
 except ImportError:  # an llvmlite older than Numba 0.63's
     newpassmanagers = None
 
-#: a callee whose largest function has more instructions than this is linked after the caller's optimisation
+#: a callee whose module holds more instructions than this is linked after the caller's optimisation
 LATE_LINK_INSTRUCTIONS = 400
+#: how Numba's mangled names of fastbp's functions begin (`_ZN` then each part of the qualified name, length first)
+_FASTBP_PREFIX = "_ZN6fastbp"
 #: Numba's wrappers of a function for calls from Python and C, which no compiled caller calls
 _WRAPPER_PREFIXES = ("cpython.", "cfunc.")
 #: the internals of Numba and llvmlite that late linking relies on (all there in Numba 0.63 to 0.68);
@@ -39,15 +42,34 @@ SUPPORTED = (newpassmanagers is not None and hasattr(JITCPUCodegen, "_pass_build
              and all(hasattr(JITCodeLibrary, name) for name in ("_optimize_final_module", "_get_module_for_linking")))
 
 
-def largest_function(library) -> int:
-    """Instructions in the largest function of `library`'s module for linking, its wrappers aside."""
-    size = getattr(library, "_fastbp_largest_function", None)
-    if size is None:
-        size = max((sum(1 for block in fn.blocks for _ in block.instructions)
-                    for fn in library._get_module_for_linking().functions
-                    if not fn.is_declaration and not fn.name.startswith(_WRAPPER_PREFIXES)), default=0)
-        library._fastbp_largest_function = size  # a finalized library's module no longer changes
-    return size
+def instructions(library, limit: int | None = None) -> int:
+    """Instructions in `library`'s module for linking, its wrappers aside; counting stops above `limit`.
+
+    Why the limit: llvmlite hands over one instruction at a time, and the modules of the wrappers above
+    the kernels hold tens of thousands (counting them all took 3 s of a 47 s cold fit)."""
+    count = 0
+    for fn in library._get_module_for_linking().functions:
+        if not fn.is_declaration and not fn.name.startswith(_WRAPPER_PREFIXES):
+            for block in fn.blocks:
+                for _ in block.instructions:
+                    count += 1
+                    if limit is not None and count > limit:
+                        return count
+    return count
+
+
+def is_fastbps(library) -> bool:
+    """Whether `library` holds fastbp's code: compiled in this process by fastbp's compiler (a `LateLinkLibrary`),
+    or loaded from the cache (it defines functions of fastbp's). Numba's own libraries, such as the runtime's
+    reference counting, which LLVM must inline for Numba to prune it, link as they always did."""
+    return isinstance(library, LateLinkLibrary) or any(
+        fn.name.startswith(_FASTBP_PREFIX) for fn in library._get_module_for_linking().functions
+        if not fn.is_declaration)
+
+
+def _is_late(library, limit: int) -> bool:
+    """Whether `library` is linked after its caller's optimisation: fastbp's, and more than `limit` instructions."""
+    return is_fastbps(library) and instructions(library, limit) > limit
 
 
 class LateLinkLibrary(JITCodeLibrary):
@@ -58,7 +80,7 @@ class LateLinkLibrary(JITCodeLibrary):
         if not SUPPORTED or not isinstance(linking, list):
             return super().finalize()
         unique = list(dict.fromkeys(linking))
-        self._late = [lib for lib in unique if largest_function(lib) > LATE_LINK_INSTRUCTIONS]
+        self._late = [lib for lib in unique if _is_late(lib, LATE_LINK_INSTRUCTIONS)]
         self._linking_libraries = [lib for lib in unique if lib not in self._late]
         try:
             super().finalize()  # links the small callees, optimises (below), then generates the machine code
