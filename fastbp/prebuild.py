@@ -178,9 +178,9 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
     while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
     `train_epoch` calls it (its last argument the literal False), and the prediction kernels that
     `score` and `predict_proba` call (on many rows, then on a few), for a network with (smooth) or
-    without tanh, sigmoid or GELU layers (`kernels.smooth_flag`). The types are those `fastbp.kernels.training` passes today: if
-    a kernel's arguments change, the worker compiles a signature nobody loads (its time is lost, no
-    result changes) until this list follows."""
+    without tanh, sigmoid or GELU layers (`kernels.smooth_flag`). The types are those
+    `fastbp.kernels.training` passes today: if a kernel's arguments change, the worker compiles a
+    signature nobody loads (its time is lost, no result changes) until this list follows."""
     import numba
     import numpy as np
     from numba.core import types
