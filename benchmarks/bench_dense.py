@@ -11,6 +11,8 @@ fast wrong kernel cannot pass.
 Weight and bias gradients are timed in their training form, the fused SGD step
 `W ← W − (ε/S) Σ_s δ[s]ᵀ a[s]` (α = −ε/S, β = 1); `dense_update_forward` is that step on W fused with
 the next batch's forward, as plain SGD trains (the numbers to compare: it against forward + gradient).
+fastbp's kernels get δ already multiplied by α, and α = 1, as the training code calls them
+(`training.loss_and_backward`); NumPy multiplies its product by α.
 
 Every array starts on a 64-byte cache line, as fastbp's parameters and training buffers do (`fastbp.buffers`).
 NumPy's own large arrays start 16 bytes past one, and there the row sums' vector loads and stores
@@ -166,8 +168,9 @@ def test_dense_weight_gradient(measure, rng, layer, S, impl):
         np.multiply(product, np.float32(alpha), out=product)
         np.add(G, product, out=G)
 
+    D_alpha = copy_on_a_line(D * np.float32(alpha))  # δ as training leaves it, multiplied by α
     steps = {
-        "fastbp": lambda G: K.dense_weight_gradient(D, A, alpha, 1.0, G),
+        "fastbp": lambda G: K.dense_weight_gradient(D_alpha, A, 1.0, 1.0, G),
         "numpy": numpy_step,
         "matmul": lambda G: np.matmul(D.T, A, out=G),
     }
@@ -197,8 +200,9 @@ def test_dense_update_forward(measure, rng, layer, S, impl):
         np.add(A_out, b, out=A_out)
         np.maximum(A_out, 0, out=A_out)
 
+    D_alpha = copy_on_a_line(D_prev * np.float32(alpha))  # δ' as training leaves it, multiplied by α
     steps = {
-        "fastbp": lambda G: K.dense_update_forward(D_prev, A_prev, alpha, A, G, b, K.RELU, A_out, None),
+        "fastbp": lambda G: K.dense_update_forward(D_alpha, A_prev, 1.0, A, G, b, K.RELU, A_out, None),
         "numpy": numpy_step_forward,
         "matmul": lambda G: (np.matmul(D_prev.T, A_prev, out=product), np.matmul(A, G.T, out=A_out)),
     }

@@ -104,3 +104,32 @@ def test_the_width_and_the_register_tiles_are_part_of_the_cache_key(monkeypatch)
     # the register count sizes dense.SAMPLE_TILE and CHUNK, which the compiled kernels hold as constants
     monkeypatch.setattr(K.cache, "VECTOR_REGISTERS", 48 - K.target.VECTOR_REGISTERS)
     assert K.cache.kernels_digest() != digest
+
+
+# compile the row sums' panel (dense._rows_panel) for float32, uncached, never run, and print its assembly
+PANEL = textwrap.dedent("""
+    import numba
+    from numba import types as T
+    from fastbp.kernels import common, dense
+    panel = numba.njit(dense._rows_panel.py_func, fastmath=common.FASTMATH, pipeline_class=common.NoAliasCompiler)
+    F, A2, A1 = T.Array(T.float32, 2, "A"), T.Array(T.float32, 2, "C"), T.Array(T.float32, 1, "C")
+    panel.compile((F, A2, A1, A1, A1, A1, T.int64, T.int64))
+    print("\\n".join(panel.inspect_asm().values()))
+""")
+
+
+@x86
+@pytest.mark.parametrize("cpu,register", [(AVX512, "zmm"), (AVX2, "ymm")], ids=["avx512", "avx2"])
+def test_the_row_sums_panel_keeps_its_sums_in_registers(cpu, register):
+    """`dense._rows_panel`'s loop over the terms: 8 vector FMAs into registers and no store (docs/derivation.md
+    eq. 15, 16). Its 4 output rows are separate noalias arguments so that LLVM may keep them in registers."""
+    run = subprocess.run([sys.executable, "-c", PANEL], env={**os.environ, **cpu}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    # the innermost loops: from a label to the jump back to it, with no label between
+    loops = [body for _, body in re.findall(r"(?=^(\.LBB\w+):\n(.*?)^\tj\w+\t\1$)", run.stdout, re.M | re.S)
+             if ".LBB" not in body and len(re.findall(rf"^\tvfmadd\w+\s.*%{register}\d+$", body, re.M)) >= 8]
+    assert loops, f"no loop of 8 {register} FMAs"
+    for block in loops:
+        stores = re.findall(r"\tvmov\w+\s+%[xyz]mm\d+, \S*\(", block)
+        assert not stores, f"the panel's loop stores {stores}"

@@ -11,8 +11,9 @@ All of them read the row-major arrays as they are, with no transposes:
   register tiles of 4 samples x 4 units (`_dot4x4`) on AVX-512, 3 x 4 (`_dot3x4`) where there are
   only 16 vector registers (`SAMPLE_TILE`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
-  `G[k, :] = Σ_s δ[s, k] a[s, :]`, in tiles of 4 output rows x CHUNK terms whose inner loop runs
-  along the contiguous row, where it vectorises (`_rows_chunk`).
+  `G[k, :] = Σ_s δ[s, k] a[s, :]`, along the contiguous rows, where they vectorise: with α = 1 (the
+  training code folds α into δ) in panels of 4 output rows x two vectors whose sums stay in registers
+  over all the terms (`_rows_panel`), else in tiles of 4 output rows x CHUNK terms (`_rows_chunk`).
 
 Compile time: every kernel's loop calls one compiled task function for a run of tiles
 (`_forward_tiles`, `_row_sum_tiles`, `_backward_tiles`), so the tile code is typed and lowered once
@@ -35,8 +36,12 @@ columns are read or written, so padding never changes a result.
 """
 from numba import prange
 
+import numpy as np
+from numba.core import types
+from numba.extending import overload
+
 from .activations import activate_block, derivative, relu_or_identity
-from .target import VECTOR_REGISTERS
+from .target import VECTOR_REGISTERS, VECTOR_WIDTH
 from .common import (FASTMATH, PARALLEL_WORK, TASKS, NoAliasCompiler, cast_like, njit, task_range,
                      unsigned_range)
 
@@ -52,6 +57,9 @@ SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 3
 # plus 4 output rows that 4 KB row strides (1,024-wide float32 layers) map to one L1 set exceed its 8 ways:
 # there 4 terms ran the row sums 1.2-2x faster than 8 (benchmarks/NOTES.md). AVX-512 keeps the 8 it was tuned with.
 CHUNK = 8 if VECTOR_REGISTERS >= 32 else 4
+# The row sums' panel (`_rows_panel`) is 4 output rows x two vectors: 8 sums that stay in registers over all the
+# terms, with the 2 vectors of Y and 4 broadcast factors of each term, 14 of AVX2's 16 registers.
+PANEL_ROW_BYTES = 2 * min(VECTOR_WIDTH, 512 if VECTOR_REGISTERS >= 32 else 256) // 8
 MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
 # ... nor wider. With CHUNK 8 (AVX-512), 256: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB
@@ -352,11 +360,50 @@ def _rows_chunk(X, Y, alpha, out, m0, p0, j0, j1, n=CHUNK):
         out[m0 + 3, j] += c3
 
 
+def _panel_columns(out):
+    """Columns of a `_rows_panel` for out's dtype, PANEL_ROW_BYTES of them, as a compile-time constant
+    (an array's itemsize is a run-time field to Numba; LLVM must see the panel's width to unroll it)."""
+    raise NotImplementedError("_panel_columns is for compiled code")
+
+
+@overload(_panel_columns, inline="always")
+def _panel_columns_overload(out):
+    columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
+    return lambda out: columns
+
+
+@njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
+def _rows_panel(F, Y, out0, out1, out2, out3, j0, j1):
+    """out_i[j] += Σ_p F[i, p] Y[p, j] for i < 4, j in [j0, j1): a register tile of 4 rows x V columns
+    (`_panel_columns`: two vectors) at a time, whose 8 vector sums stay in registers over all the terms.
+    F: (4, P) factors · Y: (P, ≥ j1) · j1 - j0 a multiple of V. Each element is summed in the order of p.
+
+    Why 4 arguments for the 4 output rows: Numba tells LLVM that no two array arguments overlap
+    (`NoAliasCompiler`), so LLVM keeps each row's sums in registers across the loop over p. Rows of one
+    array might overlap for all LLVM knows, and it would load and store them at every term (`_rows_chunk`).
+    Why no α: a scalar multiply before each broadcast ran the panel 1.5x slower on Zen 1
+    (benchmarks/NOTES.md); the training code folds α into δ instead (`training.loss_and_backward`).
+    """
+    V = _panel_columns(out0)
+    for panel in range((j1 - j0) // V):
+        jv = np.uint64(j0 + panel * V)
+        for p in range(F.shape[1]):
+            f0, f1, f2, f3 = F[0, p], F[1, p], F[2, p], F[3, p]
+            for jj in range(V):  # a constant trip count: unrolled into two vector FMAs per row
+                j = jv + np.uint64(jj)
+                y = Y[p, j]
+                out0[j] += f0 * y
+                out1[j] += f1 * y
+                out2[j] += f2 * y
+                out3[j] += f3 * y
+
+
 @njit(inline="always", fastmath=FASTMATH, cache=True)
 def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
     """out[m, j] += α Σ_{p0 ≤ p < p1} X[m, p] Y[p, j] for m in [m0, m1), j in [j0, j1): block [p0, p1)
     of the terms of out = β out + α Σ_p X[m, p] Y[p, j], β applied with the first block (p0 = 0).
 
+    With α = 1 a full tile's columns go through `_rows_panel`, as many as fill its panels; the rest as follows.
     Blocks start at multiples of CHUNK and are added in order, so each element is summed term after
     term in the order of p, however the terms are blocked. Full tiles of 4 rows take the register
     tile for each chunk of CHUNK terms, and with `pairs` for each pair of the P % CHUNK terms left (the
@@ -370,6 +417,12 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
         for m in range(m0, m1):
             for j in unsigned_range(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
+    if alpha == 1 and m1 - m0 == TILE:  # the panel, its sums in registers; the columns it leaves, as below
+        V = _panel_columns(out)
+        j_panel = j0 + (j1 - j0) // V * V
+        # the tile's factors as a block, of one array type whatever X's layout (one compiled signature)
+        _rows_panel(X[m0:m0 + TILE, p0:p1], Y[p0:p1], out[m0], out[m0 + 1], out[m0 + 2], out[m0 + 3], j0, j_panel)
+        j0 = j_panel
     P = Y.shape[0]
     full = m1 - m0 == TILE
     p_tiled = min(p1, P - P % CHUNK) if full else p0

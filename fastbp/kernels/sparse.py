@@ -128,14 +128,15 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
         dense_forward(A_in, W, b, codes[l - 1] if l < L else IDENTITY, A_out, smooth)
         A_in = A_out
     no_input = _mat(work, woff[0, A_], S, 0)  # a^0 is never read with weights=False
+    # every δ^l, multiplied by α, and the biases' part
     loss, correct = loss_and_backward(sizes_0, codes, params, poff, no_input, T, work, woff, S,
-                                      alpha, beta, out, False, None, p, key)  # every δ^l, and the biases' part
+                                      alpha, beta, out, False, None, p, key)
     for l in range(L, 1, -1):
         G, _ = _weights(out, poff, sizes, l)
         dense_weight_gradient(_buffer(work, woff, sizes_0, l, D_, S), _buffer(work, woff, sizes_0, l - 1, A_, S),
-                              alpha, beta, G)
+                              1.0, beta, G)
     GT = _mat(out, poff[1, 0], sizes[0], sizes[1])
-    sparse_weight_gradient(indptr, indices, data, rows, _buffer(work, woff, sizes_0, 1, D_, S), alpha, beta, GT)
+    sparse_weight_gradient(indptr, indices, data, rows, _buffer(work, woff, sizes_0, 1, D_, S), 1.0, beta, GT)
     return loss, correct
 
 

@@ -15,7 +15,7 @@ from numba import prange
 from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
-from .common import PARALLEL_WORK, njit, task_range
+from .common import PARALLEL_WORK, cast_like, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (SAMPLE_TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial,
                     dense_update_forward, dense_weight_gradient)
@@ -275,6 +275,9 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
                       key=0):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
+    Each δ^l is left in `work` multiplied by α, once its δ^{l-1} and bias part are done: every weight gradient,
+    here or in the next batch's step, then takes α = 1, for which the row sums keep their sums in
+    registers (`dense._rows_panel`). The products α δ^l_{sk} a^{l-1}_{sj} are those of α applied in the kernel.
     p not None: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too. It takes no `smooth`
     (`forward`): it is called with more combinations of argument types than any other kernel, and each value of
     `smooth` would compile them all again, for 0.5 s less of cold compile.
@@ -297,18 +300,29 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
                 dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
                 multiply_derivative_z(codes[l - 2], _buffer(work, woff, sizes, l - 1, Z_, S), D_in)
-        if weights:
-            dense_weight_gradient(D, A_in, alpha, beta, G)
         bias_gradient(D, alpha, beta, g)
+        scale_rows(D, alpha, sizes[l])
+        if weights:
+            dense_weight_gradient(D, A_in, 1.0, beta, G)
     return loss, correct
 
 
+@njit(cache=True)
+def scale_rows(D, alpha, n):
+    """D[s, k] ← α D[s, k] for k < n (the rest of each row is padding)."""
+    alpha_ = cast_like(D, alpha)
+    for s in range(D.shape[0]):
+        for k in range(n):
+            D[s, k] *= alpha_
+
+
 @njit(parallel=True, cache=True)
-def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work, woff, p=None, key=0, smooth=True):
+def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, A0, work, woff, p=None, key=0, smooth=True):
     """For l = 1..L: W^l ← W^l - (ε/S') Σ_s δ'^l a'^{l-1T}, the previous batch's SGD step, fused
     with this batch's forward a^l = f_l(b^l + W^l a^{l-1}) (`dense_update_forward`).
 
-    The previous batch (a'^0 = A0_prev, S' rows) left its δ'^l and a'^l in `work_prev`; this batch
+    The previous batch (a'^0 = A0_prev, S' rows) left its a'^l and its δ'^l, already multiplied by
+    α = -ε/S' (`loss_and_backward`), in `work_prev`; this batch
     (a^0 = A0, S rows) writes its own into `work`. S' = 0: no step is pending, a plain forward;
     S = 0: the step alone. (The row counts are read off the arrays: an integer argument that is
     sometimes a literal 0 would compile this function once more for each such call.)
@@ -316,7 +330,6 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
     """
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
-    alpha = -lr / max(S_prev, 1)
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
@@ -324,7 +337,7 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, wo
         A_prev = _buffer(work_prev, woff, sizes, l - 1, A_, S_prev) if l > 1 else A0_prev
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        dense_update_forward(D_prev, A_prev, alpha, A_in, W, b, dense_code(code), A_out, smooth)
+        dense_update_forward(D_prev, A_prev, 1.0, A_in, W, b, dense_code(code), A_out, smooth)
         _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
@@ -360,7 +373,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         work_i = work[i * size:(i + 1) * size]
         A0, Tb = batch_rows(X, T, order[start:start + S], work_i, woff, sizes)
         key = step_key(seed, t + start // batch_size) if p is not None else np.int64(0)
-        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, A0, work_i, woff, p, key, smooth)
+        forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, A0, work_i, woff, p, key, smooth)
         wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
                                           params, False, wb_i, p, key)
@@ -368,7 +381,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         total_correct += correct
         A0_prev, work_prev = A0, work_i
     # the last batch's step, with a forward of no rows
-    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, lr, X[:0], work_prev, woff, p, key, smooth)
+    forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, X[:0], work_prev, woff, p, key, smooth)
     return total_loss, total_correct
 
 
