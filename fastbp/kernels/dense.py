@@ -417,7 +417,10 @@ def _row_sums(X, Y, alpha, beta, out, m0, m1, j0, j1, p0, p1, pairs=False):
         for m in range(m0, m1):
             for j in unsigned_range(j0, j1):
                 out[m, j] = beta * out[m, j] if beta != 0 else cast_like(out, 0)
-    if alpha == 1 and m1 - m0 == TILE:  # the panel, its sums in registers; the columns it leaves, as below
+    # the panel, its sums in registers, for a full tile of at least CHUNK terms; the columns it leaves, as below.
+    # Fewer terms (batches of 1-3 samples in the gradient) take the one-at-a-time loop below and its relu skip:
+    # through the panel, the batch-1 step took 1.6-1.9x as long (benchmarks/NOTES.md).
+    if alpha == 1 and m1 - m0 == TILE and p1 - p0 >= CHUNK:
         V = _panel_columns(out)
         j_panel = j0 + (j1 - j0) // V * V
         # the tile's factors as a block, of one array type whatever X's layout (one compiled signature)
