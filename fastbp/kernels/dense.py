@@ -381,7 +381,7 @@ def _rows_panel(F, Y, out0, out1, out2, out3, j0, j1):
     Why 4 arguments for the 4 output rows: Numba tells LLVM that no two array arguments overlap
     (`NoAliasCompiler`), so LLVM keeps each row's sums in registers across the loop over p. Rows of one
     array might overlap for all LLVM knows, and it would load and store them at every term (`_rows_chunk`).
-    Why no α: a scalar multiply before each broadcast ran the panel 1.5x slower on Zen 1
+    Why no α: a scalar multiply before each broadcast ran the panel 1.6x slower on Zen 1
     (benchmarks/NOTES.md); the training code folds α into δ instead (`training.loss_and_backward`).
     """
     V = _panel_columns(out0)
