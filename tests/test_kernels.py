@@ -62,7 +62,8 @@ def test_dense_backward(S, n_in, n_out, activation, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("alpha,beta", [(0.25, 0.0), (-0.1, 1.0), (0.5, 0.75)])
+# α = 1: the register panels (`dense._rows_panel`), as training calls the kernel (with α folded into δ)
+@pytest.mark.parametrize("alpha,beta", [(0.25, 0.0), (-0.1, 1.0), (0.5, 0.75), (1.0, 0.0), (1.0, 1.0)])
 @pytest.mark.parametrize("S,n_in,n_out", SHAPES)
 def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
     rng = np.random.default_rng(3 * S + n_in)
@@ -79,12 +80,14 @@ def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("folded", [False, True], ids=["alpha", "alpha-in-delta"])
 @pytest.mark.parametrize("S_prev", [0, 1, 9, 300])  # 300: the step's terms in two blocks
 @pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30), (40, 1100, 40)])  # parallel, few
 # unit tiles; rows of W too wide for groups of GROUP tiles
-def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
+def test_dense_update_forward(S, n_in, n_out, S_prev, folded, dtype):
     """The previous batch's SGD step on W, then this batch's forward: against the matrix form, and
-    bit for bit against `dense_weight_gradient` then `dense_forward`."""
+    bit for bit against `dense_weight_gradient` then `dense_forward`. folded: α multiplied into δ' and the
+    kernels called with α = 1, as training calls them (the register panels of `dense._rows_panel`)."""
     rng = np.random.default_rng(S * n_out + S_prev)
     A, W, b = (rng.normal(size=s).astype(dtype) for s in [(S, n_in), (n_out, n_in), (n_out,)])
     D_prev, A_prev = rng.normal(size=(S_prev, n_out)).astype(dtype), rng.normal(size=(S_prev, n_in)).astype(dtype)
@@ -92,6 +95,8 @@ def test_dense_update_forward(S, n_in, n_out, S_prev, dtype):
     alpha = -0.1 / max(S_prev, 1)
     want_W = W.astype(float) + alpha * D_prev.T.astype(float) @ A_prev
     want = F["relu"][0](A.astype(float) @ want_W.T + b)
+    if folded:
+        D_prev, alpha = (alpha * D_prev).astype(dtype), 1.0
     fused, A_out = W.copy(), np.full((S, n_out), np.nan, dtype)
     K.dense_update_forward(D_prev, A_prev, alpha, A, fused, b, K.RELU, A_out, smooth=True)
     np.testing.assert_allclose(fused, want_W, **_tol(dtype, S_prev))
@@ -121,7 +126,10 @@ def test_cache_blocks_cover_every_term_once(S, n_in, n_out, dtype):
     K.dense_forward(A, W, b, K.TANH, A_out, smooth=True)
     K.dense_backward(D, W, A, K.IDENTITY, D_out)
     K.dense_weight_gradient(D, A, 0.5, 0.0, G)
+    G_panels = np.full((n_out, n_in), np.nan, dtype)
+    K.dense_weight_gradient(D, A, 1.0, 0.0, G_panels)  # α = 1: through the register panels
     tol = _tol(dtype) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(G_panels, D.T.astype(float) @ A.astype(float), **tol)
     np.testing.assert_allclose(A_out, np.tanh(A.astype(float) @ W.T.astype(float) + b), **tol)
     np.testing.assert_allclose(D_out, D.astype(float) @ W.astype(float), **tol)
     np.testing.assert_allclose(G, 0.5 * D.T.astype(float) @ A.astype(float), **tol)
