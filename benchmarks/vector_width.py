@@ -47,11 +47,11 @@ S, n_in, n_out, P = 8, 16, 4, 100
 A, W, b, Z = f32((S, n_in)), f32((n_out, n_in)), f32(n_out), f32((S, n_out))
 params, state = f32(P), f32((2, P))
 KERNELS = {
-    "dense_forward": (K.dense_forward, (A, W, b, K.RELU, Z)),
-    "dense_forward_serial": (K.dense_forward_serial, (A, W, b, K.RELU, Z)),
+    "dense_forward": (K.dense_forward, (A, W, b, K.RELU, Z, True)),
+    "dense_forward_serial": (K.dense_forward_serial, (A, W, b, K.RELU, Z, True)),
     "dense_backward": (K.dense_backward, (Z, W, A, K.RELU, A)),
-    "dense_weight_gradient": (K.dense_weight_gradient, (Z, A, -0.01, 1.0, W)),
-    "dense_update_forward": (K.dense_update_forward, (Z, A, -0.01, A, W, b, K.RELU, Z)),
+    "dense_weight_gradient": (K.dense_weight_gradient, (Z, A, 1.0, 1.0, W)),
+    "dense_update_forward": (K.dense_update_forward, (Z, A, 1.0, A, W, b, K.RELU, Z, True)),
     "output_loss": (K.output_loss, (Z, Z, K.SOFTMAX_CE, Z, Z, f32(S))),
     "optimizer_step (SGD, Adam, AdamW)": (K.optimizer_step, (K.ADAM, params, params, state, K.hyper_parameters(), 1)),
     "adam_step": (K.adam_step, (params, params, state[0], state[1], 1e-3, 0.9, 0.999, 1e-8, 0.0, False, 1)),

@@ -87,3 +87,19 @@ def test_two_threads_script_times_both_thread_counts(tmp_path):
     assert rounds[0]["two_threads_s"] > 0 and rounds[0]["one_thread_s"] > 0
     assert rounds[0]["slow"] is False  # the only round is the run's best
     assert "1 rounds, 0 slow" in done.stdout
+
+
+def test_vector_width_script_gives_each_kernel_all_its_arguments():
+    """`benchmarks/vector_width.py` compiles each hot kernel for the types of its example arguments, where a
+    default is not filled in: every argument must be there (compiling them all takes minutes, so it is not run)."""
+    import inspect
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("vector_width", ROOT / "benchmarks" / "vector_width.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scope = {"f32": lambda shape: np.empty(shape, np.float32)}
+    exec(module.KERNELS, scope)
+    for name, (kernel, args) in scope["KERNELS"].items():
+        assert len(args) == len(inspect.signature(kernel.py_func).parameters), name
