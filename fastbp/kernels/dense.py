@@ -34,10 +34,8 @@ Widths come from W: the activations and δ (A, A_out, D, D_out) may have longer 
 as the workspace pads rows of 512, 1,024, ... elements (`training.row_stride`); only their first n_in or n_out
 columns are read or written, so padding never changes a result.
 """
-from numba import prange
-
 import numpy as np
-from numba.core import types
+from numba import prange
 from numba.extending import overload
 
 from .activations import activate_block, derivative, relu_or_identity
