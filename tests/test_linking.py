@@ -93,3 +93,23 @@ def test_numbas_runtime_links_as_it_always_did(monkeypatch):
     runtime = [lib for lib in library._linking_libraries if lib.name == "nrt"]
     assert runtime and not linking.is_fastbps(runtime[0])
     assert not set(runtime) & set(library._late)
+
+
+def test_a_parallel_loops_wrappers_get_no_machine_code_of_their_own():
+    """Numba links the wrappers of a parallel loop into the kernel and never runs their own copies: their machine
+    code waits for a need that never comes, while the kernel's is made for its first call."""
+    @njit(parallel=True)
+    def total(x):
+        s = 0.0
+        for i in numba.prange(x.shape[0]):
+            s += x[i]
+        return s
+
+    x = np.arange(1000.0)
+    assert total(x) == x.sum()
+    library = _library(total)
+    outer = [lib for lib in library._linking_libraries if lib.name.startswith("parallelgufuncwrapper")]
+    inner = [lib for wrapper in outer for lib in wrapper._linking_libraries if "GufuncWrapper" in lib.name]
+    assert outer and inner
+    assert all(lib._machine_code_pending for lib in outer + inner)
+    assert not library._machine_code_pending

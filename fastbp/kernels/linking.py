@@ -16,14 +16,21 @@ the big callees join the optimised module as they are, before the machine code i
 still holds the code of every callee, as Numba's cache needs (a cached function is loaded on its own,
 without its callees).
 
+The machine code of a `LateLinkLibrary` waits until something needs it: a pointer to one of its functions,
+or its object code for the cache. The wrappers around each parallel loop (Numba's `_GufuncWrapper` and
+`parallelgufuncwrapper` libraries) need neither: Numba only links them into the kernel that runs the loop, and
+their own machine code, generated at once as Numba does, was never run (2.7 s of a 51 s cold fit).
+
 Only fastbp's compilations use it (`target.WideVectorCompiler` gives their target context
 `late_link_codegen`); other Numba code in the process is compiled as before.
 """
 from __future__ import annotations
 
 import functools
+import weakref
 
-from numba.core.codegen import JITCodeLibrary, JITCPUCodegen
+from numba.core.codegen import CPUCodeLibrary, JITCodeLibrary, JITCPUCodegen
+from numba.core.compiler_lock import global_compiler_lock
 
 try:
     from llvmlite.binding import newpassmanagers
@@ -40,6 +47,9 @@ _WRAPPER_PREFIXES = ("cpython.", "cfunc.")
 #: without them every library links as Numba's own do
 SUPPORTED = (newpassmanagers is not None and hasattr(JITCPUCodegen, "_pass_builder")
              and all(hasattr(JITCodeLibrary, name) for name in ("_optimize_final_module", "_get_module_for_linking")))
+#: ... and that deferring the machine code relies on (Numba 0.63 to 0.68)
+DEFERRED = SUPPORTED and all(hasattr(CPUCodeLibrary, name) for name in (
+    "_finalize_final_module", "_finalize_dynamic_globals", "_verify_declare_only_symbols", "_get_compiled_object"))
 
 
 def instructions(library, limit: int | None = None) -> int:
@@ -73,7 +83,10 @@ def _is_late(library, limit: int) -> bool:
 
 
 class LateLinkLibrary(JITCodeLibrary):
-    """Numba's JIT code library, linking its big callees after optimising its module (the module's docstring)."""
+    """Numba's JIT code library, linking its big callees after optimising its module, and generating its machine
+    code only when something needs it (the module's docstring)."""
+
+    _machine_code_pending = False
 
     def finalize(self):
         linking = getattr(self, "_linking_libraries", None)
@@ -95,6 +108,36 @@ class LateLinkLibrary(JITCodeLibrary):
             self._final_module.link_in(library._get_module_for_linking(), preserve=True)
         if late:  # what nothing calls (the callees' own wrappers), dropped as the O3 run would have
             _remove_unused(self._final_module, self._codegen)
+
+    def _finalize_final_module(self):
+        """Numba's `CPUCodeLibrary._finalize_final_module` without its last step, adding the module to the JIT
+        and generating its machine code: `_machine_code` does that when something first needs it."""
+        if not DEFERRED:
+            return super()._finalize_final_module()
+        self._finalize_dynamic_globals()
+        self._verify_declare_only_symbols()
+        self._final_module._CPUCodeLibrary__library = weakref.proxy(self)  # for Numba's object-cache hooks
+        self._finalized = True
+        self._machine_code_pending = True
+
+    def _machine_code(self):
+        """Add the module to the JIT and generate its machine code, once (Numba's last step of finalising)."""
+        with global_compiler_lock:
+            if self._machine_code_pending:
+                self._machine_code_pending = False
+                cleanup = self._codegen._add_module(self._final_module)
+                if cleanup:
+                    weakref.finalize(self, cleanup)
+                self._finalize_specific()
+
+    def get_pointer_to_function(self, name):
+        self._ensure_finalized()
+        self._machine_code()
+        return super().get_pointer_to_function(name)
+
+    def _get_compiled_object(self):  # the object code that Numba's cache saves
+        self._machine_code()
+        return super()._get_compiled_object()
 
 
 def _remove_unused(module, codegen) -> None:
