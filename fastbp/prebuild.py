@@ -46,6 +46,7 @@ def run_job(job: Job, on_compile=None) -> list[str]:
     import numpy as np
     from numba.core import event
 
+    from .kernels.checks import all_finite
     from .model import MLP
 
     compiled: list[str] = []
@@ -75,6 +76,7 @@ def run_job(job: Job, on_compile=None) -> list[str]:
             model.score(X, y)
             model.evaluate(X, y)
             model.loss_and_grads(X[:4], y[:4])
+            all_finite(X.reshape(-1))  # the compiled check of big inputs: `validation._all_finite` leaves small ones to NumPy
     return compiled
 
 

@@ -5,7 +5,9 @@ the argument, says what is wrong and how to fix it. The array checks return a C-
 in the model's dtype — the input itself when it already is one — so compiled code only ever sees
 clean, finite input, and a failed check leaves the model untouched. The one pass that reads every
 value, for NaN and inf, is itself compiled (`kernels.checks.all_finite`); it takes only a
-contiguous float array, which the checks before it guarantee.
+contiguous float array, which the checks before it guarantee. Until that kernel is compiled (in this
+process or in the cache), inputs below COMPILE_FROM_VALUES are checked by NumPy instead, so that a first
+run on small data does not wait for its compilation.
 
 Accepted and converted: lists, integer, bool and other float arrays, Fortran-ordered and strided
 views, and float64 data for a float32 model. Rejected: complex, string, object and date dtypes,
@@ -13,12 +15,14 @@ ragged lists, NaN/inf, and values that overflow the model's dtype.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import numpy as np
 
 from .buffers import copy_on_a_line
+from .kernels.cache import has_compiled
 from .kernels.checks import all_finite
 from .parallel import parallel_section
 from .sparse_input import check_sparse_X, is_sparse
@@ -244,10 +248,26 @@ def _finite_in_dtype(arr: np.ndarray, name: str, dtype) -> np.ndarray:
     return converted
 
 
+#: values from which `_all_finite` compiles its kernel when it is not compiled yet. Below, NumPy's check (2-4x
+#: slower, and its mask at most 1 MB, 0.2 ms) spares a first run on small data the compilation: 1.3-2.2 s of a
+#: cold `fastbp train` (benchmarks/NOTES.md)
+COMPILE_FROM_VALUES = 1 << 20
+
+
 def _all_finite(a: np.ndarray) -> bool:
-    """np.isfinite(a).all() for a C-contiguous float array, in one compiled pass on every thread."""
+    """np.isfinite(a).all() for a C-contiguous float array: one compiled pass on every thread, or NumPy's
+    check while that kernel is neither compiled (here or in the cache) nor worth compiling for `a`."""
+    if a.size < COMPILE_FROM_VALUES and not (all_finite.signatures or _kernel_in_cache()):
+        return bool(np.isfinite(a).all())
     with parallel_section():
         return all_finite(a.reshape(-1))
+
+
+@functools.cache
+def _kernel_in_cache() -> bool:
+    """Whether the cache held `all_finite` when first asked (read once: a file read per call would cost more
+    than the check of a few rows)."""
+    return has_compiled(all_finite)
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

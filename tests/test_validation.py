@@ -387,3 +387,28 @@ def test_nan_past_the_first_block_of_a_large_X_is_refused():
     X[-1, -1] = np.nan
     with pytest.raises(ValueError, match=rf"X contains NaN or infinity \(first at X\[{n - 1}, {N_IN - 1}\]"):
         _model().fit(X, np.zeros(n, int), epochs=1, verbose=0)
+
+
+def test_small_inputs_need_no_compiled_finiteness_check_until_one_exists(monkeypatch):
+    """While `all_finite` is compiled neither here nor in the cache, an input below COMPILE_FROM_VALUES is checked by
+    NumPy (a first run on small data waits for no compilation); a big one compiles the kernel, which then checks every
+    input, small ones included."""
+    import numba
+
+    from fastbp import validation
+    fresh = numba.njit(all_finite.py_func, parallel=True)  # a dispatcher that has compiled nothing yet
+    monkeypatch.setattr(validation, "all_finite", fresh)
+    monkeypatch.setattr(validation, "_kernel_in_cache", lambda: False)
+    small = np.ones((10, N_IN), np.float32)
+    assert validation._all_finite(small)
+    small[3, 2] = np.nan
+    assert not validation._all_finite(small)
+    assert not fresh.signatures
+    assert validation._all_finite(np.ones(validation.COMPILE_FROM_VALUES, np.float32))
+    assert fresh.signatures
+
+    def numpys_check(*args, **kwargs):
+        raise AssertionError("NumPy's check ran")
+
+    monkeypatch.setattr(np, "isfinite", numpys_check)
+    assert not validation._all_finite(small)  # the kernel's answer
