@@ -639,7 +639,8 @@ class _Progress:
 
 
 def _tqdm(**options):
-    """A tqdm bar. Imported here, for a terminal's bar only: importing tqdm took 13 ms of a warm `fastbp train --quiet`."""
+    """A tqdm bar. tqdm is imported here, for a terminal's bar only: importing it took 13 ms of a warm
+    `fastbp train --quiet`."""
     from tqdm import tqdm
     return tqdm(**options)
 
@@ -652,7 +653,7 @@ class _Clock:
         self.progress, self.done = progress, threading.Event()
         if progress.use_bar:  # a clock and no ETA: the bar's format has neither rate nor remaining time
             self.bar = _tqdm(total=progress.epochs, desc=COMPILING, bar_format="{desc} {elapsed}", file=progress.stream,
-                            leave=False)
+                             leave=False)
             period = 1.0
         else:
             self.bar = None

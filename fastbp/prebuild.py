@@ -76,7 +76,7 @@ def run_job(job: Job, on_compile=None) -> list[str]:
             model.score(X, y)
             model.evaluate(X, y)
             model.loss_and_grads(X[:4], y[:4])
-            all_finite(X.reshape(-1))  # the compiled check of big inputs: `validation._all_finite` leaves small ones to NumPy
+            all_finite(X.reshape(-1))  # the check of big inputs (`validation._all_finite` leaves small ones to NumPy)
     return compiled
 
 
