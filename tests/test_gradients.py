@@ -108,3 +108,17 @@ def test_layers_with_padded_rows_match_the_numpy_reference(activation):
         a = F[activation_l][0](a @ W.T + b)
     np.testing.assert_allclose(model.predict_proba(X), output_and_loss(a, np.zeros_like(a), "softmax")[0],
                                rtol=1e-10, atol=1e-12)
+
+
+def test_a_layer_whose_backward_packs_W_matches_the_reference():
+    """Layer 2's W (500 x 600) is past `dense.PACK_MIN_ELEMENTS`: δ^1 (eq. 15) comes from packed blocks of W, in
+    the packs at the end of the training workspace (`training.workspace_offsets`)."""
+    model = fastbp.MLP([20, 600, 500, 3], activation="tanh", output="softmax", dtype=np.float64, seed=0)
+    assert fastbp.kernels.backward_packs(500, 600) > 0
+    X, y = _data(model, 37, seed=1)
+    loss, dW, db = model.loss_and_grads(X, y)
+    T = one_hot_or_matrix(y, "softmax", 3)
+    ref_loss, ref_dW, ref_db = reference(model.weights, model.biases, model.activations, "softmax", X, T)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for got, want in zip(dW + db, ref_dW + ref_db):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -232,6 +232,17 @@ def test_workspace_views_do_not_overlap_and_start_on_cache_lines(sizes, strides)
     assert params[-1, 0] == sum(sizes[l] * sizes[l - 1] + sizes[l] for l in range(1, L + 1))
 
 
+
+@pytest.mark.parametrize("sizes,n_packs", [([7, 5, 3], 0), ([20, 600, 500, 3], 4), ([30, 300, 2048, 1000, 3], 16)])
+def test_a_workspace_ends_with_the_packs_of_its_biggest_backward(sizes, n_packs):
+    """After the z^l buffers, the packs that `dense_backward` of the biggest W^l, l ≥ 2, takes (none for most)."""
+    sizes, B, L = np.array(sizes, np.int64), 4, len(sizes) - 1
+    offsets = K.workspace_offsets(sizes, B)
+    z_end = offsets[L - 1, 2] + B * K.row_stride(sizes, L - 1)
+    z_end += (-z_end) % K.LINE
+    assert max(K.backward_packs(sizes[l], sizes[l - 1]) for l in range(2, L + 1)) == n_packs
+    assert offsets[L + 1, 2] - z_end == n_packs * K.PACK_ELEMENTS
+
 @pytest.mark.parametrize("index,in_place", [(np.arange(3, 9), True), (np.array([4]), True),
                                             (np.array([5, 2, 7]), False), (np.array([3, 4, 6]), False)])
 def test_batch_rows_reads_a_block_in_place_and_gathers_the_rest(index, in_place):
@@ -333,3 +344,32 @@ def test_a_relu_network_compiles_no_code_for_the_other_activations(tmp_path):
     relu, gelu = (line.split() for line in run.stdout.strip().splitlines())
     assert relu == ["0", "0"]
     assert all(int(n) > 0 for n in gelu)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("S,n_in,n_out", [(37, 2050, 136), (64, 1024, 304), (5, 1024, 264)])
+def test_a_big_backward_packs_blocks_of_W_and_keeps_its_sums(S, n_in, n_out, activation, dtype):
+    """A W past PACK_MIN_ELEMENTS is cut into column blocks whose blocks of rows are copied into packs
+    (`dense.backward_packs`) before the row sums read them: eq. 15 against float64 NumPy, and the same bits as the
+    unpacked kernel on column slices of W too small to be packed, with the kernel's own packs or with given ones."""
+    assert K.backward_packs(n_out, n_in) > 0 and K.backward_packs(n_out, 512) == 0
+    rng = np.random.default_rng(S + n_in)
+    D, W = rng.normal(size=(S, n_out)).astype(dtype), rng.normal(size=(n_out, n_in)).astype(dtype)
+    A = F[activation][0](rng.normal(size=(S, n_in))).astype(dtype)
+    D_out = np.full((S, n_in), np.nan, dtype)
+    K.dense_backward(D, W, A, CODES[activation], D_out)
+    want = (D.astype(float) @ W.astype(float)) * F[activation][1](A.astype(float))
+    np.testing.assert_allclose(D_out, want, **_tol(dtype, terms=n_out))
+    packs = np.full((K.backward_packs(n_out, n_in), K.PACK_ELEMENTS), np.nan, dtype)
+    given = np.full((S, n_in), np.nan, dtype)
+    K.dense_backward(D, W, A, CODES[activation], given, packs)
+    np.testing.assert_array_equal(given, D_out)
+    for j0 in range(0, n_in, 512):
+        j1 = min(j0 + 512, n_in)
+        part = np.empty((S, j1 - j0), dtype)
+        K.dense_backward(D, np.ascontiguousarray(W[:, j0:j1]), np.ascontiguousarray(A[:, j0:j1]),
+                         CODES[activation], part)
+        np.testing.assert_array_equal(D_out[:, j0:j1], part)
+    with pytest.raises(ValueError, match="packs"):
+        K.dense_backward(D, W, A, CODES[activation], given, packs[:1])

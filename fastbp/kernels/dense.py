@@ -67,6 +67,14 @@ MIN_COLUMNS = 128  # ... but no block narrower than this
 MAX_COLUMNS = 256 if CHUNK == 8 else 2048
 PANEL_BYTES = 1 << 18  # a task's row sums take their terms in blocks whose rows of Y fill at most this (256 KB): they
                        # stay in L2 while the task's row tiles take turns on them, instead of streaming from L3
+# The backward reads W as the rows it sums. A W of more than PACK_MIN_ELEMENTS (1 MB of float32, more than a
+# core's L2) is cut into column blocks of about MIN_COLUMNS, at most MAX_PACKS, each a task with all the samples,
+# and each block of its terms is first copied into the task's pack (BLIS's packing): contiguous rows that stay in
+# L2 whatever W's row stride. Without it every task read all of W from memory, and rows of 4 or 8 KB (1,024 or
+# 2,048 float32) used a sixteenth of L2's sets: a 2,048 x 2,048 backward ran 3.3x slower at S = 128 (NOTES.md).
+PACK_MIN_ELEMENTS = 1 << 18
+MAX_PACKS = 16
+PACK_ELEMENTS = PANEL_BYTES // 4  # a pack's size in elements: PANEL_BYTES of float32 (float64 uses half)
 L1_BYTES = 1 << 14  # the forward reads rows of W this size from L1 (half of a 32 KB L1d; the rest holds rows of a)
 GROUP = 16  # the forward's tiles come in groups of up to this many unit tiles: 64 rows of W, kept in L2
 MIN_GROUPS = 4  # ... but `dense_update_forward`, parallel over groups, makes at least this many
@@ -458,46 +466,105 @@ def _row_sum_tiles(X, Y, alpha, beta, out, t0, t1, columns):
 
 # ----------------------------------------------------------------------------- backward
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def dense_backward(D, W, A, code, D_out):
+def dense_backward(D, W, A, code, D_out, packs=None):
     """δ^{l-1}[s, j] = f'(z^{l-1}[s, j]) Σ_k δ^l[s, k] W[k, j]   (docs/derivation.md eq. 15)
 
     In the forward pass a^l = f(b + W a^{l-1}), so ∂z^l_k/∂a^{l-1}_j = W[k, j].
     D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
-    D_out: (S, n_in), written; it must not overlap the inputs. Parallel over runs of tiles of
-    4 samples x a block of units j (serial below PARALLEL_WORK); each element is summed by one
-    thread in order of k.
+    D_out: (S, n_in), written; it must not overlap the inputs.
+    packs: (≥ `backward_packs(n_out, n_in)`, PACK_ELEMENTS) scratch for copies of W, as the training workspace
+    holds (`training.workspace_offsets`); None: the kernel allocates what it needs.
+    Parallel over runs of tiles of 4 samples x a block of units j (serial below PARALLEL_WORK); each element
+    is summed by one thread in order of k. A big W (`backward_packs` > 0) is cut into column blocks, each a
+    task with all the samples, whose blocks of terms are packed first (`_backward_tiles`).
     """
     S, n_in = D_out.shape[0], W.shape[1]
-    columns = _column_block(S, n_in)
-    n_tiles, n_tasks = _row_tasks(S, n_in, columns)
-    if S * W.size < PARALLEL_WORK:
-        for t in range(n_tasks):
-            t0, t1 = task_range(t, n_tasks, n_tiles)
-            _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
+    n_packs = backward_packs(W.shape[0], n_in) if S * W.size >= PARALLEL_WORK else 0
+    if packs is None:  # a direct call: packs of its own
+        packs = np.empty((n_packs, PACK_ELEMENTS), W.dtype)
+    if packs.shape[0] < n_packs or packs.shape[1] < PACK_ELEMENTS:
+        raise ValueError("packs: give backward_packs(n_out, n_in) rows of PACK_ELEMENTS, or None")
+    if n_packs > 0:
+        columns = (n_in + n_packs - 1) // n_packs
+        columns += (-columns) % 32  # a multiple of every panel's width (so of a line); maybe fewer blocks than packs
+        n_blocks = (n_in + columns - 1) // columns
+        n_tiles = ((S + TILE - 1) // TILE) * n_blocks
+        for t in prange(n_blocks):  # task t: column block t with all the samples, and pack t
+            t0, t1 = task_range(t, n_blocks, n_tiles)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, packs[t])
     else:
-        for t in prange(n_tasks):
-            t0, t1 = task_range(t, n_tasks, n_tiles)
-            _backward_tiles(D, W, A, code, D_out, t0, t1, columns)
+        no_pack = packs.reshape(-1)[:0]
+        columns = _column_block(S, n_in)
+        n_tiles, n_tasks = _row_tasks(S, n_in, columns)
+        if S * W.size < PARALLEL_WORK:
+            for t in range(n_tasks):
+                t0, t1 = task_range(t, n_tasks, n_tiles)
+                _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
+        else:
+            for t in prange(n_tasks):
+                t0, t1 = task_range(t, n_tasks, n_tiles)
+                _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
+
+
+@njit(cache=True)
+def backward_packs(n_out, n_in):
+    """Packs (column blocks, tasks) of `dense_backward` for an (n_out, n_in) W: 0 when W has at most
+    PACK_MIN_ELEMENTS elements, else about n_in / MIN_COLUMNS, at most MAX_PACKS."""
+    return 0 if n_out * n_in <= PACK_MIN_ELEMENTS else max(1, min(MAX_PACKS, n_in // MIN_COLUMNS))
 
 
 @njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
-def _backward_tiles(D, W, A, code, D_out, t0, t1, columns):
+def _backward_tiles(D, W, A, code, D_out, t0, t1, columns, pack):
     """Tiles [t0, t1) of `dense_backward`, each 4 samples x `columns` units (`_tile`): a task. The
     terms (units k) come in blocks whose rows of W stay in L2 while the tiles take turns on them;
-    after the last block each tile's sums are multiplied by f'(z) = f'(a) while it is in L1."""
+    after the last block each tile's sums are multiplied by f'(z) = f'(a) while it is in L1.
+    With a pack (a task of one column block), each block of W's rows is copied into it first, and the
+    full tiles' panels read the copy: the same numbers, so the same sums (`_packed_panels`)."""
     S, n_in = D_out.shape[0], W.shape[1]
     n_out = W.shape[0]
     one, zero = cast_like(D_out, 1), cast_like(D_out, 0)
     block = _term_block(n_out, columns, W.itemsize)
+    _, _, jb0, jb1 = _tile(t0, S, n_in, columns)  # a packed task's column block
     for k0 in range(0, n_out, block):  # blocks of units k, their rows of W in L2
         k1 = min(k0 + block, n_out)
+        packed = pack.shape[0] > 0 and k1 - k0 >= CHUNK
+        if packed:
+            P = _pack_block(W, k0, k1, jb0, jb1, pack)
         for t in range(t0, t1):
             s0, s1, j0, j1 = _tile(t, S, n_in, columns)
+            if packed and s1 - s0 == TILE:
+                j0 = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
             _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1, k0, k1, True)
             if k1 == n_out:  # the tile's sums are complete: f' while it is in L1
+                s0, s1, j0, j1 = _tile(t, S, n_in, columns)
                 for s in range(s0, s1):
                     for j in unsigned_range(j0, j1):
                         D_out[s, j] *= derivative(code, A[s, j])
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _pack_block(W, k0, k1, j0, j1, pack):
+    """P[k - k0, j - j0] = W[k, j] for k in [k0, k1), j in [j0, j1): the block, contiguous in `pack`."""
+    P = pack[:(k1 - k0) * (j1 - j0)].reshape((k1 - k0, j1 - j0))
+    for k in range(k0, k1):
+        for j in range(j1 - j0):
+            P[k - k0, j] = W[k, j0 + j]
+    return P
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def _packed_panels(D, P, D_out, s0, k0, k1, j0, j1):
+    """D_out[s0 + i, j] += Σ_{k0 ≤ k < k1} δ[s0 + i, k] P[k - k0, j - j0] for i < 4, over the columns
+    [j0, j_panel) that fill whole panels, as `_row_sums` adds them from W (set to 0 first at k0 = 0);
+    returns j_panel, where the columns left to `_row_sums` begin."""
+    j_panel = j0 + (j1 - j0) // _panel_columns(D_out) * _panel_columns(D_out)
+    if k0 == 0:
+        for s in range(s0, s0 + TILE):
+            for j in unsigned_range(j0, j_panel):
+                D_out[s, j] = cast_like(D_out, 0)
+    _rows_panel(D[s0:s0 + TILE, k0:k1], P, D_out[s0, j0:j1], D_out[s0 + 1, j0:j1], D_out[s0 + 2, j0:j1],
+                D_out[s0 + 3, j0:j1], 0, j_panel - j0)
+    return j_panel
 
 
 # ----------------------------------------------------------------------------- gradient

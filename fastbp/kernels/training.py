@@ -17,8 +17,8 @@ from numba.core.errors import NumbaPerformanceWarning
 from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
 from .common import PARALLEL_WORK, cast_like, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
-from .dense import (SAMPLE_TILE, bias_gradient, dense_backward, dense_forward, dense_forward_serial,
-                    dense_update_forward, dense_weight_gradient)
+from .dense import (PACK_ELEMENTS, SAMPLE_TILE, backward_packs, bias_gradient, dense_backward, dense_forward,
+                    dense_forward_serial, dense_update_forward, dense_weight_gradient)
 from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
@@ -63,7 +63,8 @@ def workspace_offsets(sizes, B):
     batch capacity B: each a (B, `row_stride(sizes, l)`) buffer, of which a batch of S ≤ B rows uses the first S.
 
     Row L+1 holds the targets t (column 0), the per-sample losses (column 1) and the total size (column 2).
-    The z^l buffers come last, so that the others lie where they did before there were any.
+    The z^l buffers come next, then the backward's packs, if a layer has a W big enough to use them (`_packs`),
+    so that the others lie where they did before there were any.
     Every buffer, and the total, starts on a multiple of LINE elements: in a workspace whose data starts
     on a cache line (`MLP._workspace`), so does every buffer.
     """
@@ -81,8 +82,25 @@ def workspace_offsets(sizes, B):
     for l in range(1, L):
         offsets[l, Z_] = off
         off = _line_up(off + B * row_stride(sizes, l))
-    offsets[L + 1, 2] = off
+    offsets[L + 1, 2] = off + _n_packs(sizes) * PACK_ELEMENTS
     return offsets
+
+
+@njit(inline="always", cache=True)
+def _n_packs(sizes):
+    """The packs that the backward of the biggest of layers 2..L takes (`dense.backward_packs`): 0 for most networks."""
+    n = 0
+    for l in range(2, sizes.shape[0]):
+        n = max(n, backward_packs(sizes[l], sizes[l - 1]))
+    return n
+
+
+@njit(inline="always", cache=True)
+def _packs(work, woff, sizes):
+    """The workspace's (`_n_packs`, PACK_ELEMENTS) packs for `dense_backward`: the last of its buffers."""
+    end = woff[sizes.shape[0], 2]
+    n = _n_packs(sizes)
+    return work[end - n * PACK_ELEMENTS:end].reshape((n, PACK_ELEMENTS))
 
 
 @njit(inline="always", cache=True)
@@ -295,7 +313,8 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
             code_in = dense_code(codes[l - 2])
             # with dropout, Σ_k δ_k W_kj alone, then the mask, 1/(1-p) and f' (dropout.dropout_backward);
             # one call with an int64 code either way: a literal IDENTITY would compile a second signature
-            dense_backward(D, W, A_in, code_in if p is None else np.int64(IDENTITY), D_in)
+            dense_backward(D, W, A_in, code_in if p is None else np.int64(IDENTITY), D_in,
+                           _packs(work, woff, sizes))
             if p is not None:
                 dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
