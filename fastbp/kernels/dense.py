@@ -176,9 +176,13 @@ def _tile(t, M, N, columns):
 
 @njit(inline="always", cache=True)
 def _term_block(P, columns, itemsize):
-    """Terms per block of a task's row sums: all P when P rows of `columns` fit in PANEL_BYTES, else
-    the most that do, a multiple of CHUNK (so that the register tiles' chunks of terms stay the same)."""
-    rows = PANEL_BYTES // (columns * itemsize)
+    """Terms per block of a task's row sums: all P when P rows of `columns` fit in the budget, else
+    the most that do, a multiple of CHUNK (so that the register tiles' chunks of terms stay the same).
+    The budget is PANEL_BYTES, half of it for rows of 4 KB or more: the task's output rows, as long, must
+    stay in L2 beside the block (the weight gradient of a 2,048-wide layer ran 1.8x faster at S = 128,
+    the SGD step fused into its forward 1.2x at S = 512; benchmarks/NOTES.md)."""
+    row_bytes = columns * itemsize
+    rows = (PANEL_BYTES // 2 if row_bytes >= 4096 else PANEL_BYTES) // row_bytes
     return max(P, 1) if rows >= P else max(CHUNK, rows - rows % CHUNK)
 
 
