@@ -138,13 +138,14 @@ def test_dense_backward(measure, rng, layer, S, impl):
     n_in, n_out = LAYERS[layer]
     D, W, A = normal(rng, (S, n_out)), normal(rng, (n_out, n_in), 0.05), relu_activations(rng, (S, n_in))
     D_out = empty((S, n_in))
+    packs = empty((K.backward_packs(n_out, n_in), K.PACK_ELEMENTS))  # a wide W's, as the training workspace holds
 
     def numpy_backward():
         np.matmul(D, W, out=D_out)
         np.multiply(D_out, A > 0, out=D_out)
 
     functions = {
-        "fastbp": lambda: K.dense_backward(D, W, A, K.RELU, D_out),
+        "fastbp": lambda: K.dense_backward(D, W, A, K.RELU, D_out, packs),
         "numpy": numpy_backward,
         "matmul": lambda: np.matmul(D, W, out=D_out),
     }

@@ -49,7 +49,7 @@ params, state = f32(P), f32((2, P))
 KERNELS = {
     "dense_forward": (K.dense_forward, (A, W, b, K.RELU, Z, True)),
     "dense_forward_serial": (K.dense_forward_serial, (A, W, b, K.RELU, Z, True)),
-    "dense_backward": (K.dense_backward, (Z, W, A, K.RELU, A)),
+    "dense_backward": (K.dense_backward, (Z, W, A, K.RELU, A, f32((1, K.PACK_ELEMENTS)))),
     "dense_weight_gradient": (K.dense_weight_gradient, (Z, A, 1.0, 1.0, W)),
     "dense_update_forward": (K.dense_update_forward, (Z, A, 1.0, A, W, b, K.RELU, Z, True)),
     "output_loss": (K.output_loss, (Z, Z, K.SOFTMAX_CE, Z, Z, f32(S))),

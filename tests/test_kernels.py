@@ -373,3 +373,7 @@ def test_a_big_backward_packs_blocks_of_W_and_keeps_its_sums(S, n_in, n_out, act
         np.testing.assert_array_equal(D_out[:, j0:j1], part)
     with pytest.raises(ValueError, match="packs"):
         K.dense_backward(D, W, A, CODES[activation], given, packs[:1])
+    # the weight gradient of the same layer: rows of 4 KB or more take their terms in smaller blocks (`_term_block`)
+    G = np.full((n_out, n_in), np.nan, dtype)
+    K.dense_weight_gradient(D, A, 1.0, 0.0, G)
+    np.testing.assert_allclose(G, D.T.astype(float) @ A.astype(float), **_tol(dtype, terms=S))

@@ -27,7 +27,7 @@ COMPILE = textwrap.dedent("""
     from numba import types as T
     from fastbp import kernels as K
     A2 = T.Array(T.float32, 2, "C")
-    K.dense_backward.compile((A2, A2, A2, T.int64, A2))
+    K.dense_backward.compile((A2, A2, A2, T.int64, A2, A2))  # with the training workspace's packs
     print("\\n".join(K.dense_backward.inspect_asm().values()))
 """)
 

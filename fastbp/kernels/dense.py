@@ -550,9 +550,10 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns, pack):
 def _pack_block(W, k0, k1, j0, j1, pack):
     """P[k - k0, j - j0] = W[k, j] for k in [k0, k1), j in [j0, j1): the block, contiguous in `pack`."""
     P = pack[:(k1 - k0) * (j1 - j0)].reshape((k1 - k0, j1 - j0))
+    j0_ = np.uint64(j0)  # unsigned indices: a signed j0 + j made LLVM gather each vector element by element
     for k in range(k0, k1):
-        for j in range(j1 - j0):
-            P[k - k0, j] = W[k, j0 + j]
+        for j in unsigned_range(0, j1 - j0):
+            P[k - k0, j] = W[k, j0_ + j]
     return P
 
 
