@@ -568,7 +568,7 @@ def _packed_panels(D, P, D_out, s0, k0, k1, j0, j1):
             for j in unsigned_range(j0, j_panel):
                 D_out[s, j] = cast_like(D_out, 0)
     _rows_panel(D[s0:s0 + TILE, k0:k1], P, D_out[s0, j0:j1], D_out[s0 + 1, j0:j1], D_out[s0 + 2, j0:j1],
-                D_out[s0 + 3, j0:j1], 0, j_panel - j0)
+                D_out[s0 + 3, j0:j1], np.int64(0), j_panel - j0)  # an int64, not a literal: one signature
     return j_panel
 
 
