@@ -82,8 +82,8 @@ def test_weight_and_bias_gradient(S, n_in, n_out, alpha, beta, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("folded", [False, True], ids=["alpha", "alpha-in-delta"])
 @pytest.mark.parametrize("S_prev", [0, 1, 9, 300])  # 300: the step's terms in two blocks
-@pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30), (40, 1100, 40)])  # parallel, few
-# unit tiles; rows of W too wide for groups of GROUP tiles
+@pytest.mark.parametrize("S,n_in,n_out", SHAPES + [(600, 120, 10), (300, 60, 30), (40, 1100, 40), (32, 784, 256)])
+# parallel, few unit tiles; rows of W too wide for groups of GROUP tiles; the reference job's first layer
 def test_dense_update_forward(S, n_in, n_out, S_prev, folded, dtype):
     """The previous batch's SGD step on W, then this batch's forward: against the matrix form, and
     bit for bit against `dense_weight_gradient` then `dense_forward`. folded: α multiplied into δ' and the
@@ -110,8 +110,9 @@ def test_dense_update_forward(S, n_in, n_out, S_prev, folded, dtype):
 
 # rows of 600 columns come in column blocks where MAX_COLUMNS is 256 (AVX-512), rows of 2,100 on every CPU, and
 # the 9-sample backward's rows of 1,100 for MIN_TILES; 300 terms of float64 (and 1,100 of float32 in the
-# backward) in two or more term blocks (PANEL_BYTES); 1,100 and 2,100 inputs make forward groups smaller than GROUP
-BLOCKED_SHAPES = [(300, 600, 300), (37, 2100, 70), (9, 1100, 1100)]
+# backward) in two or more term blocks (PANEL_BYTES); 1,100 and 2,100 inputs make forward groups smaller than GROUP.
+# The weight gradient takes whole rows; 10 x 600 and 20 x 2,100 give it fewer tiles of rows than groups
+BLOCKED_SHAPES = [(300, 600, 300), (37, 2100, 70), (9, 1100, 1100), (64, 600, 10), (40, 2100, 20)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -260,7 +261,8 @@ def test_batch_rows_reads_a_block_in_place_and_gathers_the_rest(index, in_place)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size,shuffled,widths", [(1, False, (20, 150)), (7, True, (20, 150)),
                                                         (64, False, (20, 150)), (64, True, (20, 150)),
-                                                        (7, True, (512, 512))])  # padded rows (`row_stride`)
+                                                        (7, True, (512, 512)),  # padded rows (`row_stride`)
+                                                        (16, True, (512, 600))])  # W^2 past PACK_MIN_ELEMENTS
 def test_train_epoch_takes_the_steps_of_forward_backward(batch_size, shuffled, widths, dtype):
     """`train_epoch` defers each batch's step on W to the next batch's forward; the weights after the
     epoch must be those of one eager `forward_backward` SGD step per batch, bit for bit."""

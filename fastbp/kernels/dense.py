@@ -12,7 +12,7 @@ All of them read the row-major arrays as they are, with no transposes:
   only 16 vector registers (`SAMPLE_TILE`);
 - the backward and the gradient sum rows: `δ^{l-1}[s, :] = Σ_k δ[s, k] W[k, :]` and
   `G[k, :] = Σ_s δ[s, k] a[s, :]`, along the contiguous rows, where they vectorise: with α = 1 (the
-  training code folds α into δ) in panels of 4 output rows x two vectors whose sums stay in registers
+  training code folds α into δ) in panels of 4 output rows x 4 vectors (2 on AVX2) whose sums stay in registers
   over all the terms (`_rows_panel`), else in tiles of 4 output rows x CHUNK terms (`_rows_chunk`).
 
 Compile time: every kernel's loop calls one compiled task function for a run of tiles
@@ -55,10 +55,13 @@ SAMPLE_TILE = 4 if VECTOR_REGISTERS >= 32 else 3
 # plus 4 output rows that 4 KB row strides (1,024-wide float32 layers) map to one L1 set exceed its 8 ways:
 # there 4 terms ran the row sums 1.2-2x faster than 8 (benchmarks/NOTES.md). AVX-512 keeps the 8 it was tuned with.
 CHUNK = 8 if VECTOR_REGISTERS >= 32 else 4
-# The row sums' panel (`_rows_panel`) is 4 output rows x two vectors: 8 sums that stay in registers over all the
-# terms, with the 2 vectors of Y and 4 broadcast factors of each term, 14 of AVX2's 16 registers.
-PANEL_ROW_BYTES = 2 * min(VECTOR_WIDTH, 512 if VECTOR_REGISTERS >= 32 else 256) // 8
-MIN_TILES = 8  # the row-sum kernels split rows into column blocks until there are about this many tiles
+# The row sums' panel (`_rows_panel`) is 4 output rows x PANEL_VECTORS vectors, whose sums stay in registers over
+# all the terms. Two on AVX2: 8 sums, the 2 vectors of Y and 4 broadcast factors of each term, 14 of its 16
+# registers. Four where there are 32: 16 sums, 4 vectors of Y and the 4 factors, so each broadcast feeds 4 FMAs
+# instead of 2; the SGD step of the reference job at batch 512 ran 1.1x faster than with two (benchmarks/NOTES.md).
+PANEL_VECTORS = 4 if VECTOR_REGISTERS >= 32 else 2
+PANEL_ROW_BYTES = PANEL_VECTORS * min(VECTOR_WIDTH, 512 if VECTOR_REGISTERS >= 32 else 256) // 8
+MIN_TILES = 8  # the backward splits its rows into column blocks until there are about this many tiles
 MIN_COLUMNS = 128  # ... but no block narrower than this
 # ... nor wider. With CHUNK 8 (AVX-512), 256: a tile's 4 output rows and 8 rows of terms then stay in L1 (12 KB
 # of float32). With CHUNK 4 (AVX2) whole rows up to 2,048 ran the row sums 1.1-1.3x faster than blocks of 256 on
@@ -238,7 +241,7 @@ def _forward_task(t, n_groups, n_blocks, S, n_out):
 
 @njit(inline="always", cache=True)
 def _column_block(M, N):
-    """Columns per tile of a row-sum kernel on an M x N output: whole rows when there are enough
+    """Columns per tile of the backward's row sums on an M x N output: whole rows when there are enough
     row tiles to keep every thread busy, narrower blocks (≥ MIN_COLUMNS) when there are few, and
     rows wider than MAX_COLUMNS in blocks of about equal width, a multiple of 16 (a cache line of
     float32). The blocking never changes a result: each element is still summed in the same order."""
@@ -249,7 +252,7 @@ def _column_block(M, N):
 
 @njit(inline="always", cache=True)
 def _row_tasks(M, N, columns):
-    """(number of tiles, number of tasks) of a row-sum kernel on an M x N output in tiles of
+    """(number of tiles, number of tasks) of the backward's row sums on an M x N output in tiles of
     4 rows x `columns`: tasks are runs of consecutive tiles (`task_range`), about TASKS of them."""
     n_tiles = ((M + TILE - 1) // TILE) * ((N + columns - 1) // columns)
     return n_tiles, min(n_tiles, TASKS)
@@ -385,7 +388,7 @@ def _panel_columns_overload(out):
 @njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
 def _rows_panel(F, Y, out0, out1, out2, out3, j0, j1):
     """out_i[j] += Σ_p F[i, p] Y[p, j] for i < 4, j in [j0, j1): a register tile of 4 rows x V columns
-    (`_panel_columns`: two vectors) at a time, whose 8 vector sums stay in registers over all the terms.
+    (`_panel_columns`: PANEL_VECTORS vectors) at a time, whose vector sums stay in registers over all the terms.
     F: (4, P) factors · Y: (P, ≥ j1) · j1 - j0 a multiple of V. Each element is summed in the order of p.
 
     Why 4 arguments for the 4 output rows: Numba tells LLVM that no two array arguments overlap
@@ -490,7 +493,8 @@ def dense_backward(D, W, A, code, D_out, packs=None):
         raise ValueError("packs: give backward_packs(n_out, n_in) rows of PACK_ELEMENTS, or None")
     if n_packs > 0:
         columns = (n_in + n_packs - 1) // n_packs
-        columns += (-columns) % 32  # a multiple of every panel's width (so of a line); maybe fewer blocks than packs
+        columns += (-columns) % (PANEL_ROW_BYTES // 4)  # a multiple of every panel's width (float32's is the most
+        # columns), so of a line; maybe fewer blocks than packs
         n_blocks = (n_in + columns - 1) // columns
         n_tiles = ((S + TILE - 1) // TILE) * n_blocks
         for t in prange(n_blocks):  # task t: column block t with all the samples, and pack t
@@ -579,23 +583,30 @@ def dense_weight_gradient(D, A, alpha, beta, G):
 
     With α = 1/S, β = 0 this is ∂E/∂W; with α = -ε/S, β = 1 it is the SGD step W ← W - ε ∂E/∂W
     fused into the same pass. D: (S, n_out) δ · A: (S, n_in) a^{l-1} · G: (n_out, n_in), which
-    must not overlap D or A. Parallel over runs of tiles of 4 units k x a block of inputs j (serial
-    below PARALLEL_WORK): no two threads add into one element (llm.c's rule), and each element is
-    summed in order of s.
+    must not overlap D or A. In tiles of 4 units k x all the inputs j, parallel over the fused step's groups
+    of them (`_step_groups`; serial below PARALLEL_WORK): no two threads add into one element (llm.c's rule),
+    each element is summed in order of s, and an eager SGD step gives every element the sums of the fused
+    one (`dense_update_forward`), bit for bit.
     """
     n_out, n_in = G.shape
     alpha_, beta_ = cast_like(G, alpha), cast_like(G, beta)
     DT = D.T  # a view: δ[s, k] read as DT[k, s], one scalar per term
-    columns = _column_block(n_out, n_in)
-    n_tiles, n_tasks = _row_tasks(n_out, n_in, columns)
+    n_unit_tiles = (n_out + TILE - 1) // TILE
     if D.shape[0] * G.size < PARALLEL_WORK:
-        for t in range(n_tasks):
-            t0, t1 = task_range(t, n_tasks, n_tiles)
-            _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
+        _row_sum_tiles(DT, A, alpha_, beta_, G, np.int64(0), n_unit_tiles, n_in)  # int64s: one signature
     else:
-        for t in prange(n_tasks):
-            t0, t1 = task_range(t, n_tasks, n_tiles)
-            _row_sum_tiles(DT, A, alpha_, beta_, G, t0, t1, columns)
+        n_groups = _step_groups(G)
+        for g in prange(n_groups):
+            u0, u1 = task_range(g, n_groups, n_unit_tiles)
+            _row_sum_tiles(DT, A, alpha_, beta_, G, u0, u1, n_in)  # tiles of whole rows
+
+
+@njit(inline="always", cache=True)
+def _step_groups(W):
+    """Groups of unit tiles (rows of W) of the fused step and the weight gradient: `_group(W)` tiles each, but
+    at least MIN_GROUPS groups, narrower ones in a narrow layer, so that no thread idles."""
+    n_unit_tiles = (W.shape[0] + TILE - 1) // TILE
+    return max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
 
 
 @njit(cache=True)
@@ -618,12 +629,12 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out, smooth=Tru
     fused into this batch's forward (eq. 1): each group of rows of W is updated just before its
     forward tiles read it, so a step reads W once instead of twice, in one parallel region.
     D_prev: (S', n_out) · A_prev: (S', n_in) · A: (S, n_in) · W: (n_out, n_in), updated · b: (n_out,)
-    A_out: (S, n_out), written · smooth: as in `dense_forward`. S' = 0 is a plain forward; S = 0, the
-    step alone. Parallel over groups of unit tiles. Below PARALLEL_WORK, or with fewer than 8 unit
-    tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway,
-    and compiling a serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
-    a[s, k] is computed by the arithmetic of `dense_weight_gradient` and `dense_forward`, so the
-    result is that of the two kernels in turn, bit for bit.
+    A_out: (S, n_out), written · smooth: as in `dense_forward`. S' = 0 is a plain forward; S = 0, the step
+    alone. Parallel over groups of unit tiles (`_step_groups`). Below PARALLEL_WORK, or with fewer than 8 unit
+    tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway, and compiling a serial copy of the fused loops
+    would double this kernel's compile time. Every W[k, j] and a[s, k] is computed by the arithmetic of
+    `dense_weight_gradient` (tiles of whole rows, as here) and `dense_forward`, so the result is that of the
+    two kernels in turn, bit for bit.
     """
     S, n_out = A_out.shape[0], W.shape[0]
     alpha_ = cast_like(W, alpha)
@@ -634,13 +645,13 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out, smooth=Tru
         # the two kernels in turn, each serial or split its own way
         dense_weight_gradient(D_prev, A_prev, alpha, 1.0, W)
         dense_forward(A, W, b, code, A_out, smooth)
-    else:  # narrower groups in a narrow layer, so that no thread idles
-        n_groups = max(MIN_GROUPS, (n_unit_tiles + _group(W) - 1) // _group(W))
+    else:
+        n_groups = _step_groups(W)
         block = _sample_block(A, W)
         for g in prange(n_groups):
-            # group g, unit tiles [u0, u1): the step on their rows of W, then their forward tiles
-            # (`dense_forward`'s task g of n_groups, with one block of all the samples), while those
-            # rows are in cache
+            # group g, unit tiles [u0, u1): the step on their rows of W, in tiles of whole rows as
+            # `dense_weight_gradient` takes it, then their forward tiles (`dense_forward`'s task g of n_groups,
+            # with one block of all the samples), while those rows are in cache
             st0, st1, u0, u1 = _forward_task(g, n_groups, 1, S, n_out)
-            _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])  # tiles of whole rows
+            _row_sum_tiles(DT, A_prev, alpha_, cast_like(W, 1), W, u0, u1, W.shape[1])
             _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth)
