@@ -631,8 +631,9 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out, smooth=Tru
     D_prev: (S', n_out) · A_prev: (S', n_in) · A: (S, n_in) · W: (n_out, n_in), updated · b: (n_out,)
     A_out: (S, n_out), written · smooth: as in `dense_forward`. S' = 0 is a plain forward; S = 0, the step
     alone. Parallel over groups of unit tiles (`_step_groups`). Below PARALLEL_WORK, or with fewer than 8 unit
-    tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway, and compiling a serial copy of the fused loops
-    would double this kernel's compile time. Every W[k, j] and a[s, k] is computed by the arithmetic of
+    tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway, and
+    compiling a serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
+    a[s, k] is computed by the arithmetic of
     `dense_weight_gradient` (tiles of whole rows, as here) and `dense_forward`, so the result is that of the
     two kernels in turn, bit for bit.
     """
