@@ -233,7 +233,6 @@ def test_workspace_views_do_not_overlap_and_start_on_cache_lines(sizes, strides)
     assert params[-1, 0] == sum(sizes[l] * sizes[l - 1] + sizes[l] for l in range(1, L + 1))
 
 
-
 @pytest.mark.parametrize("sizes,n_packs", [([7, 5, 3], 0), ([20, 600, 500, 3], 4), ([30, 300, 2048, 1000, 3], 16)])
 def test_a_workspace_ends_with_the_packs_of_its_biggest_backward(sizes, n_packs):
     """After the z^l buffers, the packs that `dense_backward` of the biggest W^l, l ≥ 2, takes (none for most)."""
@@ -243,6 +242,7 @@ def test_a_workspace_ends_with_the_packs_of_its_biggest_backward(sizes, n_packs)
     z_end += (-z_end) % K.LINE
     assert max(K.backward_packs(sizes[l], sizes[l - 1]) for l in range(2, L + 1)) == n_packs
     assert offsets[L + 1, 2] - z_end == n_packs * K.PACK_ELEMENTS
+
 
 @pytest.mark.parametrize("index,in_place", [(np.arange(3, 9), True), (np.array([4]), True),
                                             (np.array([5, 2, 7]), False), (np.array([3, 4, 6]), False)])

@@ -540,11 +540,11 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns, pack):
             P = _pack_block(W, k0, k1, jb0, jb1, pack)
         for t in range(t0, t1):
             s0, s1, j0, j1 = _tile(t, S, n_in, columns)
+            j_rest = j0  # the columns from here on are summed from W itself
             if packed and s1 - s0 == TILE:
-                j0 = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
-            _row_sums(D, W, one, zero, D_out, s0, s1, j0, j1, k0, k1, True)
+                j_rest = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
+            _row_sums(D, W, one, zero, D_out, s0, s1, j_rest, j1, k0, k1, True)
             if k1 == n_out:  # the tile's sums are complete: f' while it is in L1
-                s0, s1, j0, j1 = _tile(t, S, n_in, columns)
                 for s in range(s0, s1):
                     for j in unsigned_range(j0, j1):
                         D_out[s, j] *= derivative(code, A[s, j])
@@ -633,9 +633,8 @@ def dense_update_forward(D_prev, A_prev, alpha, A, W, b, code, A_out, smooth=Tru
     alone. Parallel over groups of unit tiles (`_step_groups`). Below PARALLEL_WORK, or with fewer than 8 unit
     tiles, it calls the two kernels in turn instead: fusing saves nothing when W stays in cache anyway, and
     compiling a serial copy of the fused loops would double this kernel's compile time. Every W[k, j] and
-    a[s, k] is computed by the arithmetic of
-    `dense_weight_gradient` (tiles of whole rows, as here) and `dense_forward`, so the result is that of the
-    two kernels in turn, bit for bit.
+    a[s, k] is computed by the arithmetic of `dense_weight_gradient` (tiles of whole rows, as here) and
+    `dense_forward`, so the result is that of the two kernels in turn, bit for bit.
     """
     S, n_out = A_out.shape[0], W.shape[0]
     alpha_ = cast_like(W, alpha)
