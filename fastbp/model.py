@@ -386,17 +386,19 @@ class MLP:
     def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
         prediction = self._row_work(X.shape[0], numba.get_num_threads())
-        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, out, self._smooth)
+        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, prediction.WT, out, self._smooth)
 
     def _row_work(self, n_rows: int, threads: int) -> threading.local:
-        """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads, and
-        its `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
-        through every layer. Kept for the next call with the same two: sizing and allocating the workspaces took
-        14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md)."""
+        """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads, its
+        `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
+        through every layer, and `WT`, scratch for the transposed weights. Kept for the next call with the same
+        two: sizing and allocating the workspaces took 14 µs of a 51-µs single-sample predict_proba
+        (benchmarks/NOTES.md)."""
         local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.kernel = K.predict_kernel(n_rows, threads)
+            local.WT = empty_on_a_line(self._params.shape[0] if n_rows >= K.TRANSPOSE_MIN_ROWS else 0, self.dtype)
             local.key = (n_rows, threads)
         return local
 

@@ -195,10 +195,10 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
         # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
                                types.literal(False), types.none, types.none, types.int64)),
-        # predict_outputs(X, sizes, codes, params, work, out, smooth): work (threads, size)
-        ("predict_outputs", (f2, i1, i1, f1, f2, f2, flag)),
+        # predict_outputs(X, sizes, codes, params, work, WT, out, smooth): work (threads, size)
+        ("predict_outputs", (f2, i1, i1, f1, f2, f1, f2, flag)),
         # the same for a few rows (`kernels.predict_kernel`): last, as no fit waits for it
-        ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f2, flag)),
+        ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f1, f2, flag)),
     ]
 
 

@@ -93,12 +93,13 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
     work = empty_on_a_line(threads * K.workspace_offsets(sizes[1:], K.predict_rows(rows, threads))[-1, 2],
                            model.dtype).reshape(threads, -1) if L > 1 else None
     predict = K.predict_kernel(rows, threads)
+    rest_T = np.empty_like(rest) if L > 1 else None  # scratch for their transposed weights (`predict_outputs`)
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         a1 = A1[:stop - start]
         sparse_first_layer(indptr, indices, data, start, WT, b, codes[0] if L > 1 else K.IDENTITY, a1)
         if L > 1:
-            predict(a1, sizes[1:], codes[1:], rest, work, out[start:stop], model._smooth)
+            predict(a1, sizes[1:], codes[1:], rest, work, rest_T, out[start:stop], model._smooth)
         else:
             K.output_activation(a1, codes[0], out[start:stop])
 

@@ -35,6 +35,44 @@ def test_dense_forward(S, n_in, n_out, activation, dtype):
     np.testing.assert_allclose(A_out, want, **_tol(dtype))
 
 
+# widths about the row sums' panels (64 float32 or 32 float64 columns on AVX-512, 16 or 8 on AVX2): short of one,
+# one with columns past it, several; 7 and 13 rows leave rows past the full tiles of 4
+ROW_SHAPES = [(7, 33, 70), (13, 20, 150), (4, 9, 64), (64, 784, 256), (5, 300, 130)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(K.ACTIVATIONS))
+@pytest.mark.parametrize("S,n_in,n_out", SHAPES + ROW_SHAPES)
+def test_dense_forward_rows(S, n_in, n_out, activation, dtype):
+    """The forward from the rows of W^T (prediction's, eq. 1, 2) against the matrix form; and each row's result,
+    bit for bit, is that of the row alone: every element is b plus the terms in order of j, each a fused
+    multiply-add, whether its tile goes through the register panels or not."""
+    rng = np.random.default_rng(S * n_in + n_out)
+    A, W, b = (rng.normal(size=s).astype(dtype) for s in [(S, n_in), (n_out, n_in), (n_out,)])
+    WT = np.full((n_in, n_out), np.nan, dtype)
+    K.transpose(W, WT)
+    np.testing.assert_array_equal(WT, W.T)
+    A_out = np.full((S, n_out), np.nan, dtype)
+    K.dense_forward_rows(A, WT, b, K.ACTIVATIONS[activation], A_out, smooth=True)
+    want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)
+    # one running sum per element, not the dot products' 16 lanes: its rounding grows faster with the terms
+    np.testing.assert_allclose(A_out, want, **_tol(dtype, 4 * n_in))
+    for s in range(S):
+        alone = np.empty((1, n_out), dtype)
+        K.dense_forward_rows(A[s:s + 1], WT, b, K.ACTIVATIONS[activation], alone, smooth=True)
+        np.testing.assert_array_equal(alone[0], A_out[s])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+# the last two parallel (PARALLEL_WORK)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (16, 16), (33, 47), (256, 784), (1000, 70)])
+def test_transpose(shape, dtype):
+    W = np.random.default_rng(shape[0]).normal(size=shape).astype(dtype)
+    WT = np.full(shape[::-1], np.nan, dtype)
+    K.transpose(W, WT)
+    np.testing.assert_array_equal(WT, W.T)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tile,samples", [(K.dense._dot4x4, 4), (K.dense._dot3x4, 3)])
 def test_both_forward_register_tiles(tile, samples, dtype):
@@ -313,7 +351,7 @@ def test_a_relu_network_trains_the_same_bits_without_the_other_activations_code(
         rows = K.predict_rows(150, 2)
         out = np.empty((150, 5), np.float32)
         K.predict_outputs(X, sizes, codes, params, np.empty((2, K.workspace_offsets(sizes, rows)[-1, 2]), np.float32),
-                          out, smooth)
+                          np.empty_like(params), out, smooth)
         results.append((params, loss, correct, out))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

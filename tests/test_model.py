@@ -138,11 +138,12 @@ def test_predict_in_chunks_matches_one_pass():
     np.testing.assert_allclose(chunked, whole, rtol=1e-12)
 
 
-@pytest.mark.parametrize("n_rows", [1, 7, 64, 130, 1001])
+@pytest.mark.parametrize("n_rows", [1, 7, 64, 130, 255])
 def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
-    """`predict_outputs` gives each thread its own blocks of rows; every row still gets the arithmetic
-    of one layer-by-layer `forward` over all of X, whatever the number of threads (workspaces)."""
-    m = fastbp.MLP([30, 40, 20, 5], activation="tanh", seed=0)
+    """`predict_outputs` gives each thread its own blocks of rows; below TRANSPOSE_MIN_ROWS every row still gets
+    the arithmetic of one layer-by-layer `forward` over all of X, whatever the number of threads (workspaces)."""
+    assert n_rows < K.TRANSPOSE_MIN_ROWS
+    m = fastbp.MLP([30, 70, 130, 5], activation="tanh", seed=0)
     X = np.random.default_rng(n_rows).normal(size=(n_rows, 30)).astype(np.float32)
     sizes, L = m._sizes, len(m.layer_sizes) - 1
     woff = K.workspace_offsets(sizes, n_rows)
@@ -154,8 +155,40 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
     for threads in (1, 2, 3):
         for kernel in (K.predict_outputs, K.predict_outputs_by_layer):  # `K.predict_kernel` picks one
             got = np.empty_like(want)
-            kernel(X, sizes, m._codes, m._params, m._row_work(n_rows, threads).work, got, m._smooth)
+            rows = m._row_work(n_rows, threads)
+            kernel(X, sizes, m._codes, m._params, rows.work, rows.WT, got, m._smooth)
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whatever_their_neighbours(dtype):
+    """From TRANSPOSE_MIN_ROWS rows on, `predict_outputs` computes the layers wide enough for the row sums' panels
+    from W^T (`dense_forward_rows`): close to the dot products of a few rows, and each row's result is the same bits
+    for any number of threads and when rows are taken away in front of it or behind it. (The narrow output layer
+    takes the dot products, whose register tiles group the rows by their position: 12 rows keep it for tiles of 3
+    and of 4 samples.)"""
+    m = fastbp.MLP([30, 70, 130, 5], activation="tanh", dtype=dtype, seed=0)
+    n_rows = K.TRANSPOSE_MIN_ROWS + 45
+    X = np.random.default_rng(1).normal(size=(n_rows, 30)).astype(dtype)
+    sizes = m._sizes
+    results = []
+    for threads in (1, 2, 3):
+        for rows in (X, X[12:], X[:K.TRANSPOSE_MIN_ROWS]):
+            got = np.empty((rows.shape[0], 5), dtype)
+            work = m._row_work(rows.shape[0], threads)
+            assert work.WT.shape == m._params.shape
+            K.predict_outputs(rows, sizes, m._codes, m._params, work.work, work.WT, got, m._smooth)
+            results.append(got)
+    want = results[0]
+    for got in results[3::3]:
+        np.testing.assert_array_equal(got, want)
+    for got in results[1::3]:
+        np.testing.assert_array_equal(got, want[12:])
+    for got in results[2::3]:
+        np.testing.assert_array_equal(got, want[:K.TRANSPOSE_MIN_ROWS])
+    few = np.concatenate([m.predict_proba(X[i:i + 100]) for i in range(0, n_rows, 100)])  # the dot products
+    np.testing.assert_allclose(want, few, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
+    np.testing.assert_array_equal(m.predict_proba(X), want)
 
 
 def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatch):

@@ -38,6 +38,10 @@ def test_forward_twin(S, n_in, n_out, activation, dtype):
     R.forward(A, W, b, code, twin)
     K.dense_forward(A, W, b, code, tiled, smooth=True)
     np.testing.assert_allclose(tiled, twin, **_tol(dtype, n_in))
+    WT, rows = np.empty((n_in, n_out), dtype), np.full((S, n_out), np.nan, dtype)  # prediction's form, from W^T
+    K.transpose(W, WT)
+    K.dense_forward_rows(A, WT, b, code, rows, smooth=True)
+    np.testing.assert_allclose(rows, twin, **_tol(dtype, n_in))
     want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)
     np.testing.assert_allclose(twin, want, **_tol(dtype, n_in))
 
@@ -121,6 +125,9 @@ def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
     A_out, A_out_padded = np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
     K.dense_forward(A, W, b, K.TANH, A_out, smooth=True)
     K.dense_forward(_padded(A), W, b, K.TANH, A_out_padded, smooth=True)
+    WT, rows, rows_padded = np.ascontiguousarray(W.T), np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
+    K.dense_forward_rows(A, WT, b, K.TANH, rows, smooth=True)
+    K.dense_forward_rows(_padded(A), WT, b, K.TANH, rows_padded, smooth=True)
     D_in, D_in_padded = np.empty((S, n_in), dtype), _padded(np.empty((S, n_in), dtype))
     K.dense_backward(D, W, A, K.RELU, D_in)
     K.dense_backward(_padded(D), W, _padded(A), K.RELU, D_in_padded)
@@ -132,7 +139,7 @@ def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
     K.dense_update_forward(D, A, -0.1 / S, A, fused, b, K.RELU, step, smooth=True)
     K.dense_update_forward(_padded(D), _padded(A), -0.1 / S, _padded(A), fused_padded, b, K.RELU, step_padded,
                            smooth=True)
-    for plain, padded in [(A_out, A_out_padded), (D_in, D_in_padded), (step, step_padded)]:
+    for plain, padded in [(A_out, A_out_padded), (rows, rows_padded), (D_in, D_in_padded), (step, step_padded)]:
         np.testing.assert_array_equal(padded[:, :plain.shape[1]], plain)
         assert np.isnan(padded[:, plain.shape[1]:]).all()  # the padding is never written
     np.testing.assert_array_equal(G_padded, G)

@@ -17,8 +17,8 @@ from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, 
                           derivative, glorot_uniform, he_normal, smooth_flag)
 from . import reference  # noqa: F401  the readable twins (compiled on first use)
 from .checks import all_finite
-from .dense import (PACK_ELEMENTS, backward_packs, bias_gradient, dense_backward, dense_forward,
-                    dense_forward_serial, dense_update_forward, dense_weight_gradient)
+from .dense import (PACK_ELEMENTS, backward_packs, bias_gradient, dense_backward, dense_forward, dense_forward_rows,
+                    dense_forward_serial, dense_update_forward, dense_weight_gradient, transpose)
 from .losses import (EXP_POISSON, IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
                      output_activation_serial, output_loss)
 from .optimizers import (
@@ -37,6 +37,7 @@ from .optimizers import (
 from .training import (
     LINE,
     PREDICT_ROWS,
+    TRANSPOSE_MIN_ROWS,
     forward,
     forward_backward,
     forward_with_step,
@@ -62,15 +63,15 @@ attach_caches()  # after every kernel module: each kernel gets fastbp's checked 
 __all__ = [
     "ACTIVATIONS", "GELU", "IDENTITY", "REGISTRY", "RELU", "SIGMOID", "TANH", "Activation", "activate", "derivative",
     "glorot_uniform", "he_normal", "smooth_flag", "all_finite",
-    "PACK_ELEMENTS", "backward_packs", "bias_gradient", "dense_backward", "dense_forward", "dense_forward_serial",
-    "dense_update_forward", "dense_weight_gradient",
+    "PACK_ELEMENTS", "backward_packs", "bias_gradient", "dense_backward", "dense_forward", "dense_forward_rows",
+    "dense_forward_serial", "dense_update_forward", "dense_weight_gradient", "transpose",
     "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
     "output_activation_serial", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
     "batch_weights",
     "param_offsets", "predict_kernel", "predict_outputs", "predict_outputs_by_layer", "predict_rows", "row_stride",
     "train_epoch", "workspace_offsets", "train_epoch_optimizer",
-    "LINE", "PREDICT_ROWS",
+    "LINE", "PREDICT_ROWS", "TRANSPOSE_MIN_ROWS",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",
 ]

@@ -308,6 +308,81 @@ def dense_forward_serial(A, W, b, code, A_out, smooth=True):
         _forward_tiles(A, W, b, code, A_out, st0, st1, u0, u1, block, smooth)
 
 
+@njit(fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)
+def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
+    """a^l[s, :] = f(b + Σ_j a^{l-1}[s, j] W^T[j, :])   (docs/derivation.md eq. 1, 2, from the rows of W^T)
+
+    A: (S, n_in) a^{l-1} · WT: (n_in, n_out), W transposed · b: (n_out,) · code: activation f
+    A_out: (S, n_out), written · smooth: as in `dense_forward`. On the calling thread, for prediction
+    (`training.predict_outputs`, which transposes W once per call).
+    Why row sums: `dense_forward`'s dot products end each register tile with 16 horizontal sums, a fifth of
+    the work on a 256-term dot product; summing rows of W^T has none, and ran at 0.98 of one core's FMA peak
+    against 0.83-0.86 (benchmarks/NOTES.md). Full tiles of 4 samples take `_rows_panel` on the columns that
+    fill its panels; the rest is added one term at a time. Every a[s, k] is b[k] plus the terms in order of j,
+    each a fused multiply-add, on either path: a row's result does not depend on the rows around it.
+    """
+    S, n_in, n_out = A_out.shape[0], WT.shape[0], WT.shape[1]
+    k_panel = n_out // _panel_columns(A_out) * _panel_columns(A_out)
+    s_tiled = S - S % TILE
+    for s in range(S):
+        for k in unsigned_range(0, n_out):
+            A_out[s, k] = b[k]
+    for s0 in range(0, s_tiled, TILE):
+        _rows_panel(A[s0:s0 + TILE, :n_in], WT, A_out[s0], A_out[s0 + 1], A_out[s0 + 2], A_out[s0 + 3],
+                    np.int64(0), k_panel)  # an int64, not a literal: the training kernels' signature
+    for s in range(S):  # the columns past the panels; every column of the rows past the full tiles
+        k0 = k_panel if s < s_tiled else 0
+        for j in range(n_in):
+            x = A[s, j]
+            for k in unsigned_range(k0, n_out):
+                A_out[s, k] += x * WT[j, k]
+    for s in range(S):
+        for k in unsigned_range(0, n_out):
+            A_out[s, k] = relu_or_identity(code, A_out[s, k])
+    if smooth is not None:
+        activate_block(code, A_out, 0, S, 0, n_out)
+
+
+def takes_row_sums(n_out, out):
+    """True when a layer of n_out units predicts from W^T (`dense_forward_rows`): it fills at least one panel."""
+    raise NotImplementedError("takes_row_sums is for compiled code")
+
+
+@overload(takes_row_sums, inline="always")
+def _takes_row_sums_overload(n_out, out):
+    columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
+    return lambda n_out, out: n_out >= columns
+
+
+@njit(parallel=True, cache=True)
+def transpose(W, WT):
+    """WT[j, k] = W[k, j]. Parallel over blocks of 16 columns j of W above PARALLEL_WORK elements, each in tiles
+    of 16 x 16 (`_transpose_block`)."""
+    n_in = W.shape[1]
+    n_blocks = (n_in + 15) // 16
+    if W.size < PARALLEL_WORK:
+        for t in range(n_blocks):
+            _transpose_block(W, WT, t * 16, min(t * 16 + 16, n_in))
+    else:
+        for t in prange(n_blocks):
+            _transpose_block(W, WT, t * 16, min(t * 16 + 16, n_in))
+
+
+@njit(inline="always", cache=True)
+def _transpose_block(W, WT, j0, j1):
+    """WT[j, k] = W[k, j] for j in [j0, j1) and every k, in tiles of 16 k: each row of WT takes 16 values at a
+    time, a vector store, and the tile's 16 rows of W stay in L1 (2x faster than one k at a time)."""
+    n_out = W.shape[0]
+    k_tiled = n_out - n_out % 16
+    for k0 in range(0, k_tiled, 16):
+        for j in range(j0, j1):
+            for k in range(16):  # a constant trip count
+                WT[j, k0 + k] = W[k0 + k, j]
+    for k in range(k_tiled, n_out):
+        for j in range(j0, j1):
+            WT[j, k] = W[k, j]
+
+
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster
 # code (up to 1.5x on one thread; benchmarks/NOTES.md)
 @njit(parallel=True, fastmath=FASTMATH, cache=True, pipeline_class=NoAliasCompiler)

@@ -18,7 +18,8 @@ from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, m
 from .common import PARALLEL_WORK, cast_like, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (PACK_ELEMENTS, SAMPLE_TILE, backward_packs, bias_gradient, dense_backward, dense_forward,
-                    dense_forward_serial, dense_update_forward, dense_weight_gradient)
+                    dense_forward_rows, dense_forward_serial, dense_update_forward, dense_weight_gradient,
+                    takes_row_sums, transpose)
 from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
@@ -198,17 +199,22 @@ def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0, smooth
 
 
 @njit(inline="always", cache=True)
-def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth):
+def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth, WT=None):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
     thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
-    dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`."""
+    dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`.
+    WT not None: the transposed weights (`transpose_weights`), from which the layers that take row sums
+    (`takes_row_sums`) are computed instead (`dense_forward_rows`)."""
     L = sizes.shape[0] - 1
     A_in = A0
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        dense(A_in, W, b, dense_code(code), A_out, smooth)
+        if WT is not None and WT.shape[0] > 0 and takes_row_sums(sizes[l], A_out):
+            dense_forward_rows(A_in, _mat(WT, poff[l, 0], sizes[l - 1], sizes[l]), b, dense_code(code), A_out, smooth)
+        else:
+            dense(A_in, W, b, dense_code(code), A_out, smooth)
         _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
@@ -476,61 +482,82 @@ def _row_blocks(N, n_threads):
     return rows, n_blocks, min(n_threads, n_blocks)
 
 
+#: rows from which `predict_outputs` sums rows of the transposed weights (`dense_forward_rows`) in the layers wide
+#: enough (`takes_row_sums`): with fewer, transposing W costs more than it saves (benchmarks/NOTES.md)
+TRANSPOSE_MIN_ROWS = 256
+
+
 @njit(parallel=True, cache=True)
-def predict_outputs(X, sizes, codes, params, work, out, smooth=True):
+def predict_outputs(X, sizes, codes, params, work, WT, out, smooth=True):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
 
     X: (N, n_0) · out: (N, n_L), written · work: (n_threads, size), one workspace per thread for the
-    rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`).
+    rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`) · WT: scratch shaped like params.
     codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
     smooth: as in `forward`.
-    Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
-    its own, in its own workspace, so no thread reads what another wrote and there is one parallel
-    region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
-    threads, and each layer would read the other thread's half of the one before.) A single block of a few
-    rows is better split the other way: `predict_outputs_by_layer`, which `predict_kernel` picks.
-    The results are those of `forward` on the whole of X, bit for bit, for any number of threads.
+    From TRANSPOSE_MIN_ROWS rows on, the layers that take row sums (`takes_row_sums`) are first transposed into
+    WT, at W's offsets (`transpose_weights`), and computed from W^T (`dense_forward_rows`); the others, and all
+    layers of fewer rows, take `dense_forward_serial`. Each thread takes one contiguous run of blocks (`_row_blocks`)
+    and computes every layer of them on its own, in its own workspace, so no thread reads what another wrote.
+    (Layer by layer, each parallel kernel would split the units of every layer across the threads, and each layer
+    would read the other thread's half of the one before.) A single block of a few rows is better split the other
+    way: `predict_outputs_by_layer`, which `predict_kernel` picks.
+    The same bits for any number of threads; below TRANSPOSE_MIN_ROWS, those of `forward` on the whole of X.
     """
     rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
+    poff = param_offsets(sizes)
+    if X.shape[0] >= TRANSPOSE_MIN_ROWS and WT.shape[0] >= params.shape[0]:
+        transpose_weights(sizes, params, poff, WT)
+    else:
+        WT = WT[:0]  # none: every layer takes the dot products of `dense_forward_serial`
     for r in prange(n_runs):
         b0, b1 = task_range(r, n_runs, n_blocks)
-        _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1, smooth)
+        _predict_blocks(dense_forward_serial, X, sizes, codes, params, WT, work[r], out, rows, b0, b1, smooth)
+
+
+@njit(inline="always", cache=True)
+def transpose_weights(sizes, params, poff, WT):
+    """W^T of each layer that takes row sums (`takes_row_sums`), stored in WT at W's offset in params."""
+    for l in range(1, sizes.shape[0]):
+        if takes_row_sums(sizes[l], WT):
+            transpose(_weights(params, poff, sizes, l)[0], _mat(WT, poff[l, 0], sizes[l - 1], sizes[l]))
 
 
 @njit(parallel=True, cache=True)
-def predict_outputs_by_layer(X, sizes, codes, params, work, out, smooth=True):
+def predict_outputs_by_layer(X, sizes, codes, params, work, WT, out, smooth=True):
     """`predict_outputs` layer by layer, each layer's units split between the threads by `dense_forward`
     (above PARALLEL_WORK): for a single block of a few rows, where each core then keeps its share of W^l in
     its own L2 from call to call, instead of one core reading all of W from L3 on every call (0.94 MB for the
-    reference network). Only work[0] is used. The same bits as `predict_outputs`.
+    reference network). Only work[0] is used, and not WT: a few rows take the dot products, with the bits
+    `predict_outputs` gives them.
 
     A kernel of its own, not a branch of `predict_outputs`, so that a fit's first prediction (of many rows)
     compiles none of the parallel forward's code, which a cold start waited for (benchmarks/NOTES.md).
     """
     rows, n_blocks, _ = _row_blocks(X.shape[0], work.shape[0])
-    _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks, smooth)
+    _predict_blocks(dense_forward, X, sizes, codes, params, None, work[0], out, rows, 0, n_blocks, smooth)
 
 
 def predict_kernel(n_rows: int, n_threads: int):
     """The kernel that predicts n_rows rows on n_threads threads best: `predict_outputs_by_layer` when the rows
     make a single block (`predict_rows`) and there are threads to split its layers, else `predict_outputs`.
-    Both take the same arguments and give the same bits."""
+    Both take the same arguments, and give a single block the same bits."""
     if n_threads > 1 and n_rows <= predict_rows(n_rows, n_threads):
         return predict_outputs_by_layer
     return predict_outputs
 
 
 @njit(inline="always", cache=True)
-def _predict_blocks(dense, X, sizes, codes, params, work, out, rows, b0, b1, smooth):
-    """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each with the kernel `dense`, in one
-    workspace."""
+def _predict_blocks(dense, X, sizes, codes, params, WT, work, out, rows, b0, b1, smooth):
+    """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each with the kernel `dense` (or from
+    WT, `_layers`), in one workspace."""
     N = X.shape[0]
     L = sizes.shape[0] - 1
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, rows)
     for block in range(b0, b1):
         start = block * rows
         S = min(rows, N - start)
-        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0, smooth)
+        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0, smooth, WT)
         output_activation_serial(Z, codes[L - 1], out[start:start + S])
 
 
