@@ -93,7 +93,9 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
     work = empty_on_a_line(threads * K.workspace_offsets(sizes[1:], K.predict_rows(rows, threads))[-1, 2],
                            model.dtype).reshape(threads, -1) if L > 1 else None
     predict = K.predict_kernel(rows, threads)
-    rest_T = np.empty_like(rest) if L > 1 else None  # scratch for their transposed weights (`predict_outputs`)
+    rest_T = None  # the dense sub-network's transposed weights, for many rows (`predict_outputs`)
+    if L > 1:
+        rest_T = K.transpose_weights(sizes[1:], rest, np.empty_like(rest) if rows >= K.TRANSPOSE_MIN_ROWS else rest[:0])
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         a1 = A1[:stop - start]

@@ -156,6 +156,7 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
         for kernel in (K.predict_outputs, K.predict_outputs_by_layer):  # `K.predict_kernel` picks one
             got = np.empty_like(want)
             rows = m._row_work(n_rows, threads)
+            assert rows.WT.size == 0  # few rows: no transposed weights
             kernel(X, sizes, m._codes, m._params, rows.work, rows.WT, got, m._smooth)
             np.testing.assert_array_equal(got, want)
 
@@ -176,9 +177,14 @@ def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whateve
         for rows in (X, X[12:], X[:K.TRANSPOSE_MIN_ROWS]):
             got = np.empty((rows.shape[0], 5), dtype)
             work = m._row_work(rows.shape[0], threads)
-            assert work.WT.shape == m._params.shape
-            K.predict_outputs(rows, sizes, m._codes, m._params, work.work, work.WT, got, m._smooth)
+            WT = K.transpose_weights(sizes, m._params, work.WT)
+            K.predict_outputs(rows, sizes, m._codes, m._params, work.work, WT, got, m._smooth)
             results.append(got)
+    WT = K.transpose_weights(sizes, m._params, np.full_like(m._params, np.nan))
+    assert [W.shape[0] >= K.dense.panel_columns(dtype) for W in m.weights] == [True, True, False]
+    for l, W in enumerate(m.weights[:2]):  # the layers wide enough for a panel, transposed; not the output layer
+        np.testing.assert_array_equal(WT[m._offsets[l + 1, 0]:][:W.size].reshape(W.T.shape), W.T)
+    assert np.isnan(WT[m._offsets[3, 0]:][:m.weights[2].size]).all()
     want = results[0]
     for got in results[3::3]:
         np.testing.assert_array_equal(got, want)

@@ -38,8 +38,7 @@ def test_forward_twin(S, n_in, n_out, activation, dtype):
     R.forward(A, W, b, code, twin)
     K.dense_forward(A, W, b, code, tiled, smooth=True)
     np.testing.assert_allclose(tiled, twin, **_tol(dtype, n_in))
-    WT, rows = np.empty((n_in, n_out), dtype), np.full((S, n_out), np.nan, dtype)  # prediction's form, from W^T
-    K.transpose(W, WT)
+    WT, rows = np.ascontiguousarray(W.T), np.full((S, n_out), np.nan, dtype)  # prediction's form, from W^T
     K.dense_forward_rows(A, WT, b, code, rows, smooth=True)
     np.testing.assert_allclose(rows, twin, **_tol(dtype, n_in))
     want = F[activation][0](A.astype(float) @ W.T.astype(float) + b)

@@ -18,7 +18,7 @@ from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, 
 from . import reference  # noqa: F401  the readable twins (compiled on first use)
 from .checks import all_finite
 from .dense import (PACK_ELEMENTS, backward_packs, bias_gradient, dense_backward, dense_forward, dense_forward_rows,
-                    dense_forward_serial, dense_update_forward, dense_weight_gradient, transpose)
+                    dense_forward_serial, dense_update_forward, dense_weight_gradient)
 from .losses import (EXP_POISSON, IDENTITY_SE, OUTPUTS, SIGMOID_BCE, SOFTMAX_CE, count_correct, output_activation,
                      output_activation_serial, output_loss)
 from .optimizers import (
@@ -53,6 +53,7 @@ from .training import (
     row_stride,
     train_epoch,
     train_epoch_optimizer,
+    transpose_weights,
     workspace_offsets,
 )
 
@@ -64,13 +65,13 @@ __all__ = [
     "ACTIVATIONS", "GELU", "IDENTITY", "REGISTRY", "RELU", "SIGMOID", "TANH", "Activation", "activate", "derivative",
     "glorot_uniform", "he_normal", "smooth_flag", "all_finite",
     "PACK_ELEMENTS", "backward_packs", "bias_gradient", "dense_backward", "dense_forward", "dense_forward_rows",
-    "dense_forward_serial", "dense_update_forward", "dense_weight_gradient", "transpose",
+    "dense_forward_serial", "dense_update_forward", "dense_weight_gradient",
     "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
     "output_activation_serial", "output_loss",
     "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
     "batch_weights",
     "param_offsets", "predict_kernel", "predict_outputs", "predict_outputs_by_layer", "predict_rows", "row_stride",
-    "train_epoch", "workspace_offsets", "train_epoch_optimizer",
+    "train_epoch", "workspace_offsets", "train_epoch_optimizer", "transpose_weights",
     "LINE", "PREDICT_ROWS", "TRANSPOSE_MIN_ROWS",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",

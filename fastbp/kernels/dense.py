@@ -343,44 +343,20 @@ def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
         activate_block(code, A_out, 0, S, 0, n_out)
 
 
+def panel_columns(dtype) -> int:
+    """Columns of a row-sum panel (`_rows_panel`) of `dtype`: PANEL_ROW_BYTES of them."""
+    return PANEL_ROW_BYTES // np.dtype(dtype).itemsize
+
+
 def takes_row_sums(n_out, out):
     """True when a layer of n_out units predicts from W^T (`dense_forward_rows`): it fills at least one panel."""
-    raise NotImplementedError("takes_row_sums is for compiled code")
+    return n_out >= panel_columns(out.dtype)
 
 
 @overload(takes_row_sums, inline="always")
 def _takes_row_sums_overload(n_out, out):
     columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
     return lambda n_out, out: n_out >= columns
-
-
-@njit(parallel=True, cache=True)
-def transpose(W, WT):
-    """WT[j, k] = W[k, j]. Parallel over blocks of 16 columns j of W above PARALLEL_WORK elements, each in tiles
-    of 16 x 16 (`_transpose_block`)."""
-    n_in = W.shape[1]
-    n_blocks = (n_in + 15) // 16
-    if W.size < PARALLEL_WORK:
-        for t in range(n_blocks):
-            _transpose_block(W, WT, t * 16, min(t * 16 + 16, n_in))
-    else:
-        for t in prange(n_blocks):
-            _transpose_block(W, WT, t * 16, min(t * 16 + 16, n_in))
-
-
-@njit(inline="always", cache=True)
-def _transpose_block(W, WT, j0, j1):
-    """WT[j, k] = W[k, j] for j in [j0, j1) and every k, in tiles of 16 k: each row of WT takes 16 values at a
-    time, a vector store, and the tile's 16 rows of W stay in L1 (2x faster than one k at a time)."""
-    n_out = W.shape[0]
-    k_tiled = n_out - n_out % 16
-    for k0 in range(0, k_tiled, 16):
-        for j in range(j0, j1):
-            for k in range(16):  # a constant trip count
-                WT[j, k0 + k] = W[k0 + k, j]
-    for k in range(k_tiled, n_out):
-        for j in range(j0, j1):
-            WT[j, k] = W[k, j]
 
 
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster

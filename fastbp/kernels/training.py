@@ -19,7 +19,7 @@ from .common import PARALLEL_WORK, cast_like, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (PACK_ELEMENTS, SAMPLE_TILE, backward_packs, bias_gradient, dense_backward, dense_forward,
                     dense_forward_rows, dense_forward_serial, dense_update_forward, dense_weight_gradient,
-                    takes_row_sums, transpose)
+                    takes_row_sums)
 from .losses import count_correct, output_activation_serial, output_loss
 from .optimizers import L2, MAX_NORM, add_l2_penalty, clip_grad_norm, optimizer_step
 
@@ -203,8 +203,8 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
     thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
     dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`.
-    WT not None: the transposed weights (`transpose_weights`), from which the layers that take row sums
-    (`takes_row_sums`) are computed instead (`dense_forward_rows`)."""
+    WT not None and not empty: the transposed weights (`transpose_weights`), from which the layers that take row
+    sums (`takes_row_sums`) are computed instead (`dense_forward_rows`)."""
     L = sizes.shape[0] - 1
     A_in = A0
     for l in range(1, L + 1):
@@ -482,7 +482,7 @@ def _row_blocks(N, n_threads):
     return rows, n_blocks, min(n_threads, n_blocks)
 
 
-#: rows from which `predict_outputs` sums rows of the transposed weights (`dense_forward_rows`) in the layers wide
+#: rows from which a prediction sums rows of the transposed weights (`dense_forward_rows`) in the layers wide
 #: enough (`takes_row_sums`): with fewer, transposing W costs more than it saves (benchmarks/NOTES.md)
 TRANSPOSE_MIN_ROWS = 256
 
@@ -492,35 +492,37 @@ def predict_outputs(X, sizes, codes, params, work, WT, out, smooth=True):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
 
     X: (N, n_0) · out: (N, n_L), written · work: (n_threads, size), one workspace per thread for the
-    rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`) · WT: scratch shaped like params.
+    rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`).
+    WT: the transposed weights of the layers that take row sums (`transpose_weights`), or an empty array.
     codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
     smooth: as in `forward`.
-    From TRANSPOSE_MIN_ROWS rows on, the layers that take row sums (`takes_row_sums`) are first transposed into
-    WT, at W's offsets (`transpose_weights`), and computed from W^T (`dense_forward_rows`); the others, and all
-    layers of fewer rows, take `dense_forward_serial`. Each thread takes one contiguous run of blocks (`_row_blocks`)
+    With WT, the layers that take row sums are computed from W^T (`dense_forward_rows`); the others, and every
+    layer without WT, take `dense_forward_serial`. Each thread takes one contiguous run of blocks (`_row_blocks`)
     and computes every layer of them on its own, in its own workspace, so no thread reads what another wrote.
     (Layer by layer, each parallel kernel would split the units of every layer across the threads, and each layer
     would read the other thread's half of the one before.) A single block of a few rows is better split the other
     way: `predict_outputs_by_layer`, which `predict_kernel` picks.
-    The same bits for any number of threads; below TRANSPOSE_MIN_ROWS, those of `forward` on the whole of X.
+    The same bits for any number of threads; without WT, those of `forward` on the whole of X.
     """
     rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
-    poff = param_offsets(sizes)
-    if X.shape[0] >= TRANSPOSE_MIN_ROWS and WT.shape[0] >= params.shape[0]:
-        transpose_weights(sizes, params, poff, WT)
-    else:
-        WT = WT[:0]  # none: every layer takes the dot products of `dense_forward_serial`
     for r in prange(n_runs):
         b0, b1 = task_range(r, n_runs, n_blocks)
         _predict_blocks(dense_forward_serial, X, sizes, codes, params, WT, work[r], out, rows, b0, b1, smooth)
 
 
-@njit(inline="always", cache=True)
-def transpose_weights(sizes, params, poff, WT):
-    """W^T of each layer that takes row sums (`takes_row_sums`), stored in WT at W's offset in params."""
+def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> np.ndarray:
+    """WT, or an empty view of it when it is empty: W^T of each layer that takes row sums (`takes_row_sums`), at
+    W's offset in params, for `predict_outputs`. NumPy's transposing copy: compiling one cost a cold start 1 s
+    (benchmarks/NOTES.md)."""
+    if WT.size == 0:
+        return WT
+    poff = param_offsets(sizes)
     for l in range(1, sizes.shape[0]):
         if takes_row_sums(sizes[l], WT):
-            transpose(_weights(params, poff, sizes, l)[0], _mat(WT, poff[l, 0], sizes[l - 1], sizes[l]))
+            n_in, n_out = sizes[l - 1], sizes[l]
+            W = params[poff[l, 0]:poff[l, 0] + n_out * n_in].reshape(n_out, n_in)
+            np.copyto(WT[poff[l, 0]:poff[l, 0] + n_out * n_in].reshape(n_in, n_out), W.T)
+    return WT
 
 
 @njit(parallel=True, cache=True)
