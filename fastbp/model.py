@@ -399,7 +399,8 @@ class MLP:
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.kernel = K.predict_kernel(n_rows, threads)
-            local.WT = empty_on_a_line(self._params.shape[0] if n_rows >= K.TRANSPOSE_MIN_ROWS else 0, self.dtype)
+            local.WT = empty_on_a_line(K.transposed_size(self._sizes) if n_rows >= K.TRANSPOSE_MIN_ROWS else 0,
+                                       self.dtype)
             local.key = (n_rows, threads)
         return local
 

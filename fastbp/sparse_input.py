@@ -95,7 +95,8 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
     predict = K.predict_kernel(rows, threads)
     rest_T = None  # the dense sub-network's transposed weights, for many rows (`predict_outputs`)
     if L > 1:
-        rest_T = K.transpose_weights(sizes[1:], rest, np.empty_like(rest) if rows >= K.TRANSPOSE_MIN_ROWS else rest[:0])
+        scratch = np.empty(K.transposed_size(sizes[1:]) if rows >= K.TRANSPOSE_MIN_ROWS else 0, model.dtype)
+        rest_T = K.transpose_weights(sizes[1:], rest, scratch)
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         a1 = A1[:stop - start]

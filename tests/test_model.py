@@ -180,11 +180,13 @@ def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whateve
             WT = K.transpose_weights(sizes, m._params, work.WT)
             K.predict_outputs(rows, sizes, m._codes, m._params, work.work, WT, got, m._smooth)
             results.append(got)
-    WT = K.transpose_weights(sizes, m._params, np.full_like(m._params, np.nan))
+    WT, start = K.transpose_weights(sizes, m._params, np.full(K.transposed_size(sizes), np.nan, dtype)), 0
     assert [W.shape[0] >= K.dense.panel_columns(dtype) for W in m.weights] == [True, True, False]
-    for l, W in enumerate(m.weights[:2]):  # the layers wide enough for a panel, transposed; not the output layer
-        np.testing.assert_array_equal(WT[m._offsets[l + 1, 0]:][:W.size].reshape(W.T.shape), W.T)
-    assert np.isnan(WT[m._offsets[3, 0]:][:m.weights[2].size]).all()
+    for W in m.weights:  # the layers wide enough for a panel, transposed; not the output layer
+        block = WT[start:start + W.size].reshape(W.T.shape)
+        assert np.isnan(block).all() if W is m.weights[-1] else np.array_equal(block, W.T)
+        start += W.size
+    assert start == WT.size
     want = results[0]
     for got in results[3::3]:
         np.testing.assert_array_equal(got, want)
@@ -195,6 +197,18 @@ def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whateve
     few = np.concatenate([m.predict_proba(X[i:i + 100]) for i in range(0, n_rows, 100)])  # the dot products
     np.testing.assert_allclose(want, few, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
     np.testing.assert_array_equal(m.predict_proba(X), want)
+
+
+def test_a_layer_of_512_units_is_predicted_from_padded_rows_of_w_transposed():
+    """A layer whose width is a multiple of PAD_MULTIPLE gets rows of W^T LINE elements longer
+    (`transposed_stride`): many rows (W^T) predict what a few at a time (the dot products) do."""
+    assert K.training.transposed_stride(512) == 512 + K.LINE and K.training.transposed_stride(70) == 70
+    one = np.empty(1, np.float32)  # a W bigger than a core's L2 keeps the dot products
+    assert K.dense.takes_row_sums(256, 784, one) and not K.dense.takes_row_sums(1024, 784, one)
+    m = fastbp.MLP([20, 512, 3], seed=0)
+    X = np.random.default_rng(0).normal(size=(K.TRANSPOSE_MIN_ROWS + 44, 20)).astype(np.float32)
+    few = np.concatenate([m.predict_proba(X[i:i + 100]) for i in range(0, X.shape[0], 100)])
+    np.testing.assert_allclose(m.predict_proba(X), few, rtol=1e-5, atol=1e-7)
 
 
 def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatch):

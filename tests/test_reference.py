@@ -126,7 +126,7 @@ def test_the_dense_kernels_take_padded_rows_bit_for_bit(S, n_in, n_out, dtype):
     K.dense_forward(_padded(A), W, b, K.TANH, A_out_padded, smooth=True)
     WT, rows, rows_padded = np.ascontiguousarray(W.T), np.empty((S, n_out), dtype), _padded(np.empty((S, n_out), dtype))
     K.dense_forward_rows(A, WT, b, K.TANH, rows, smooth=True)
-    K.dense_forward_rows(_padded(A), WT, b, K.TANH, rows_padded, smooth=True)
+    K.dense_forward_rows(_padded(A), _padded(WT), b, K.TANH, rows_padded, smooth=True)  # W^T's rows padded too
     D_in, D_in_padded = np.empty((S, n_in), dtype), _padded(np.empty((S, n_in), dtype))
     K.dense_backward(D, W, A, K.RELU, D_in)
     K.dense_backward(_padded(D), W, _padded(A), K.RELU, D_in_padded)

@@ -54,6 +54,7 @@ from .training import (
     train_epoch,
     train_epoch_optimizer,
     transpose_weights,
+    transposed_size,
     workspace_offsets,
 )
 
@@ -72,6 +73,7 @@ __all__ = [
     "batch_weights",
     "param_offsets", "predict_kernel", "predict_outputs", "predict_outputs_by_layer", "predict_rows", "row_stride",
     "train_epoch", "workspace_offsets", "train_epoch_optimizer", "transpose_weights",
+    "transposed_size",
     "LINE", "PREDICT_ROWS", "TRANSPOSE_MIN_ROWS",
     "ADAM", "ADAMW", "N_HYPER", "OPTIMIZERS", "SGD", "adam_step", "add_l2_penalty", "clip_grad_norm",
     "hyper_parameters", "optimizer_step", "sgd_step",

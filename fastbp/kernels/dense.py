@@ -312,29 +312,32 @@ def dense_forward_serial(A, W, b, code, A_out, smooth=True):
 def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
     """a^l[s, :] = f(b + Σ_j a^{l-1}[s, j] W^T[j, :])   (docs/derivation.md eq. 1, 2, from the rows of W^T)
 
-    A: (S, n_in) a^{l-1} · WT: (n_in, n_out), W transposed · b: (n_out,) · code: activation f
+    A: (S, n_in) a^{l-1} · WT: (n_in, ≥ n_out), W transposed, its rows maybe padded · b: (n_out,) · code: f
     A_out: (S, n_out), written · smooth: as in `dense_forward`. On the calling thread, for prediction
-    (`training.predict_outputs`, which transposes W once per call).
+    (`training.predict_outputs`; `training.transpose_weights` makes WT).
     Why row sums: `dense_forward`'s dot products end each register tile with 16 horizontal sums, a fifth of
     the work on a 256-term dot product; summing rows of W^T has none, and ran at 0.98 of one core's FMA peak
     against 0.83-0.86 (benchmarks/NOTES.md). Full tiles of 4 samples take `_rows_panel` on the columns that
-    fill its panels; the rest is added one term at a time. Every a[s, k] is b[k] plus the terms in order of j,
+    fill its panels, in blocks of columns whose rows of W^T stay in L2 while the tiles take turns on them
+    (`_row_block`); the rest is added one term at a time. Every a[s, k] is b[k] plus the terms in order of j,
     each a fused multiply-add, on either path: a row's result does not depend on the rows around it.
     """
-    S, n_in, n_out = A_out.shape[0], WT.shape[0], WT.shape[1]
+    S, n_in, n_out = A_out.shape[0], WT.shape[0], b.shape[0]
     k_panel = n_out // _panel_columns(A_out) * _panel_columns(A_out)
+    columns = _row_block(n_in, _panel_columns(A_out), WT.itemsize)
     s_tiled = S - S % TILE
     for s in range(S):
         for k in unsigned_range(0, n_out):
             A_out[s, k] = b[k]
-    for s0 in range(0, s_tiled, TILE):
-        _rows_panel(A[s0:s0 + TILE, :n_in], WT, A_out[s0], A_out[s0 + 1], A_out[s0 + 2], A_out[s0 + 3],
-                    np.int64(0), k_panel)  # an int64, not a literal: the training kernels' signature
+    for k0 in range(0, k_panel, columns):
+        k1 = min(k0 + columns, k_panel)
+        for s0 in range(0, s_tiled, TILE):
+            _rows_panel(A[s0:s0 + TILE, :n_in], WT, A_out[s0], A_out[s0 + 1], A_out[s0 + 2], A_out[s0 + 3], k0, k1)
     for s in range(S):  # the columns past the panels; every column of the rows past the full tiles
-        k0 = k_panel if s < s_tiled else 0
+        k_rest = k_panel if s < s_tiled else 0
         for j in range(n_in):
             x = A[s, j]
-            for k in unsigned_range(k0, n_out):
+            for k in unsigned_range(k_rest, n_out):
                 A_out[s, k] += x * WT[j, k]
     for s in range(S):
         for k in unsigned_range(0, n_out):
@@ -343,20 +346,30 @@ def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
         activate_block(code, A_out, 0, S, 0, n_out)
 
 
+@njit(inline="always", cache=True)
+def _row_block(n_in, V, itemsize):
+    """Columns per block of `dense_forward_rows`: the most whole panels of V columns whose n_in rows fit in
+    PANEL_BYTES, at least one."""
+    return max(1, PANEL_BYTES // max(n_in * V * itemsize, 1)) * V
+
+
 def panel_columns(dtype) -> int:
     """Columns of a row-sum panel (`_rows_panel`) of `dtype`: PANEL_ROW_BYTES of them."""
     return PANEL_ROW_BYTES // np.dtype(dtype).itemsize
 
 
-def takes_row_sums(n_out, out):
-    """True when a layer of n_out units predicts from W^T (`dense_forward_rows`): it fills at least one panel."""
-    return n_out >= panel_columns(out.dtype)
+def takes_row_sums(n_out, n_in, out):
+    """True when an n_in -> n_out layer predicts from W^T (`dense_forward_rows`): it fills at least one panel of
+    out's dtype, and W has at most PACK_MIN_ELEMENTS elements. Why the second: each thread's blocks of rows read all
+    of W^T, which then stays in its core's L2; a bigger one came from L3, where the row sums gained nothing on the
+    dot products, and transposing a 1,024 x 1,024 W took milliseconds (benchmarks/NOTES.md)."""
+    return n_out >= panel_columns(out.dtype) and n_out * n_in <= PACK_MIN_ELEMENTS
 
 
 @overload(takes_row_sums, inline="always")
-def _takes_row_sums_overload(n_out, out):
+def _takes_row_sums_overload(n_out, n_in, out):
     columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
-    return lambda n_out, out: n_out >= columns
+    return lambda n_out, n_in, out: n_out >= columns and n_out * n_in <= PACK_MIN_ELEMENTS
 
 
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster

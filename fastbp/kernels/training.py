@@ -207,14 +207,17 @@ def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth
     sums (`takes_row_sums`) are computed instead (`dense_forward_rows`)."""
     L = sizes.shape[0] - 1
     A_in = A0
+    t_off = 0  # where W^l's transpose starts in WT
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        if WT is not None and WT.shape[0] > 0 and takes_row_sums(sizes[l], A_out):
-            dense_forward_rows(A_in, _mat(WT, poff[l, 0], sizes[l - 1], sizes[l]), b, dense_code(code), A_out, smooth)
+        if WT is not None and WT.shape[0] > 0 and takes_row_sums(sizes[l], sizes[l - 1], A_out):
+            WT_l = _mat(WT, t_off, sizes[l - 1], transposed_stride(sizes[l]))
+            dense_forward_rows(A_in, WT_l, b, dense_code(code), A_out, smooth)
         else:
             dense(A_in, W, b, dense_code(code), A_out, smooth)
+        t_off += sizes[l - 1] * transposed_stride(sizes[l])
         _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
@@ -484,7 +487,7 @@ def _row_blocks(N, n_threads):
 
 #: rows from which a prediction sums rows of the transposed weights (`dense_forward_rows`) in the layers wide
 #: enough (`takes_row_sums`): with fewer, transposing W costs more than it saves (benchmarks/NOTES.md)
-TRANSPOSE_MIN_ROWS = 256
+TRANSPOSE_MIN_ROWS = 512
 
 
 @njit(parallel=True, cache=True)
@@ -511,18 +514,33 @@ def predict_outputs(X, sizes, codes, params, work, WT, out, smooth=True):
 
 
 def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> np.ndarray:
-    """WT, or an empty view of it when it is empty: W^T of each layer that takes row sums (`takes_row_sums`), at
-    W's offset in params, for `predict_outputs`. NumPy's transposing copy: compiling one cost a cold start 1 s
+    """WT, unless it is empty: W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs`.
+    Layer l's W^T is an (n_{l-1}, `transposed_stride(n_l)`) block, the blocks in order of l (`transposed_size`);
+    the narrow layers' blocks are left as they are. NumPy's transposing copy: compiling one cost a cold start 1 s
     (benchmarks/NOTES.md)."""
     if WT.size == 0:
         return WT
-    poff = param_offsets(sizes)
+    poff, start = param_offsets(sizes), 0
     for l in range(1, sizes.shape[0]):
-        if takes_row_sums(sizes[l], WT):
-            n_in, n_out = sizes[l - 1], sizes[l]
+        n_in, n_out, stride = sizes[l - 1], sizes[l], transposed_stride(sizes[l])
+        if takes_row_sums(n_out, n_in, WT):
             W = params[poff[l, 0]:poff[l, 0] + n_out * n_in].reshape(n_out, n_in)
-            np.copyto(WT[poff[l, 0]:poff[l, 0] + n_out * n_in].reshape(n_in, n_out), W.T)
+            np.copyto(WT[start:start + n_in * stride].reshape(n_in, stride)[:, :n_out], W.T)
+        start += n_in * stride
     return WT
+
+
+def transposed_size(sizes: np.ndarray) -> int:
+    """Elements of `transpose_weights`' WT for a network of `sizes`."""
+    return sum(int(sizes[l - 1]) * transposed_stride(sizes[l]) for l in range(1, len(sizes)))
+
+
+@njit(inline="always", cache=True)
+def transposed_stride(n_out):
+    """Elements per row of a layer's W^T in `transpose_weights`' WT: n_out, or n_out + LINE when n_out is a multiple
+    of PAD_MULTIPLE. Why: rows of 4 KB put a panel's rows of W^T in a sixteenth of L2's sets, and the layer's row
+    sums streamed them from L3 (as `row_stride` pads the workspace's rows)."""
+    return n_out + LINE if n_out % PAD_MULTIPLE == 0 else n_out
 
 
 @njit(parallel=True, cache=True)
