@@ -386,8 +386,9 @@ class MLP:
     def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
         prediction = self._row_work(X.shape[0], numba.get_num_threads())
-        WT = K.transpose_weights(self._sizes, self._params, prediction.WT)  # empty for a few rows
-        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, WT, out, self._smooth)
+        if prediction.WT.size:  # many rows: the wide layers' W^T (a few rows take the dot products)
+            K.transpose_weights(self._sizes, self._params, prediction.WT)
+        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, prediction.WT, out, self._smooth)
 
     def _row_work(self, n_rows: int, threads: int) -> threading.local:
         """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads, its
