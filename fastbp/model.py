@@ -386,22 +386,24 @@ class MLP:
     def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
         prediction = self._row_work(X.shape[0], numba.get_num_threads())
-        if prediction.WT.size:  # many rows: the wide layers' W^T (a few rows take the dot products)
-            K.transpose_weights(self._sizes, self._params, prediction.WT)
-        prediction.kernel(X, self._sizes, codes, self._params, prediction.work, prediction.WT, out, self._smooth)
+        if prediction.WT is None:
+            prediction.kernel(X, self._sizes, codes, self._params, prediction.work, out, self._smooth)
+        else:  # many rows: the wide layers from their W^T
+            WT = K.transpose_weights(self._sizes, self._params, prediction.WT)
+            prediction.kernel(X, self._sizes, codes, self._params, prediction.work, WT, out, self._smooth)
 
     def _row_work(self, n_rows: int, threads: int) -> threading.local:
-        """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads, its
-        `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
-        through every layer, and `WT`, scratch for the transposed weights. Kept for the next call with the same
-        two: sizing and allocating the workspaces took 14 µs of a 51-µs single-sample predict_proba
-        (benchmarks/NOTES.md)."""
+        """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads,
+        its `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
+        through every layer, and `WT`, scratch for the transposed weights (None: the kernel takes none). Kept
+        for the next call with the same two: sizing and allocating the workspaces took 14 µs of a 51-µs
+        single-sample predict_proba (benchmarks/NOTES.md)."""
         local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.kernel = K.predict_kernel(n_rows, threads)
-            local.WT = empty_on_a_line(K.transposed_size(self._sizes) if n_rows >= K.TRANSPOSE_MIN_ROWS else 0,
-                                       self.dtype)
+            local.WT = (empty_on_a_line(K.transposed_size(self._sizes), self.dtype)
+                        if local.kernel is K.predict_outputs_rows else None)
             local.key = (n_rows, threads)
         return local
 

@@ -47,6 +47,7 @@ def run_job(job: Job, on_compile=None) -> list[str]:
     from numba.core import event
 
     from .kernels.checks import all_finite
+    from .kernels.training import TRANSPOSE_MIN_ROWS
     from .model import MLP
 
     compiled: list[str] = []
@@ -72,7 +73,8 @@ def run_job(job: Job, on_compile=None) -> list[str]:
             model.fit(X, y, epochs=1, batch_size=8, optimizer=_optimizer(job.optimizer), seed=0, verbose=0,
                       validation_data=(X, y))
             model.predict_proba(X)
-            model.predict_proba(X[:1])  # a few rows: `kernels.predict_kernel`'s other kernel
+            model.predict_proba(X[:1])  # a few rows: `kernels.predict_kernel`'s other kernels
+            model.predict_proba(np.resize(X, (TRANSPOSE_MIN_ROWS, X.shape[1])))  # ... and many rows
             model.score(X, y)
             model.evaluate(X, y)
             model.loss_and_grads(X[:4], y[:4])
@@ -195,10 +197,10 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
         # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
                                types.literal(False), types.none, types.none, types.int64)),
-        # predict_outputs(X, sizes, codes, params, work, WT, out, smooth): work (threads, size)
-        ("predict_outputs", (f2, i1, i1, f1, f2, f1, f2, flag)),
+        # predict_outputs(X, sizes, codes, params, work, out, smooth): work (threads, size)
+        ("predict_outputs", (f2, i1, i1, f1, f2, f2, flag)),
         # the same for a few rows (`kernels.predict_kernel`): last, as no fit waits for it
-        ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f1, f2, flag)),
+        ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f2, flag)),
     ]
 
 

@@ -93,16 +93,16 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
     work = empty_on_a_line(threads * K.workspace_offsets(sizes[1:], K.predict_rows(rows, threads))[-1, 2],
                            model.dtype).reshape(threads, -1) if L > 1 else None
     predict = K.predict_kernel(rows, threads)
-    rest_T = None  # the dense sub-network's transposed weights, for many rows (`predict_outputs`)
-    if L > 1:
-        scratch = np.empty(K.transposed_size(sizes[1:]) if rows >= K.TRANSPOSE_MIN_ROWS else 0, model.dtype)
-        rest_T = K.transpose_weights(sizes[1:], rest, scratch)
+    rest_T = None  # the dense sub-network's transposed weights, for many rows (`predict_outputs_rows`)
+    if L > 1 and predict is K.predict_outputs_rows:
+        rest_T = K.transpose_weights(sizes[1:], rest, np.empty(K.transposed_size(sizes[1:]), model.dtype))
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         a1 = A1[:stop - start]
         sparse_first_layer(indptr, indices, data, start, WT, b, codes[0] if L > 1 else K.IDENTITY, a1)
         if L > 1:
-            predict(a1, sizes[1:], codes[1:], rest, work, rest_T, out[start:stop], model._smooth)
+            weights = (rest,) if rest_T is None else (rest, rest_T)
+            predict(a1, sizes[1:], codes[1:], weights[0], work, *weights[1:], out[start:stop], model._smooth)
         else:
             K.output_activation(a1, codes[0], out[start:stop])
 

@@ -338,9 +338,10 @@ def test_a_relu_network_trains_the_same_bits_without_the_other_activations_code(
                                       smooth)
         rows = K.predict_rows(150, 2)
         out = np.empty((150, 5), np.float32)
-        K.predict_outputs(X, sizes, codes, params, np.empty((2, K.workspace_offsets(sizes, rows)[-1, 2]), np.float32),
-                          K.transpose_weights(sizes, params, np.empty(K.transposed_size(sizes), np.float32)), out,
-                          smooth)  # layer 1 from W^T
+        K.predict_outputs_rows(X, sizes, codes, params,
+                               np.empty((2, K.workspace_offsets(sizes, rows)[-1, 2]), np.float32),
+                               K.transpose_weights(sizes, params, np.empty(K.transposed_size(sizes), np.float32)), out,
+                               smooth)  # layer 1 from W^T
         results.append((params, loss, correct, out))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

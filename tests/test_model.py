@@ -156,14 +156,14 @@ def test_predict_blocks_are_bit_identical_to_one_forward_over_all_rows(n_rows):
         for kernel in (K.predict_outputs, K.predict_outputs_by_layer):  # `K.predict_kernel` picks one
             got = np.empty_like(want)
             rows = m._row_work(n_rows, threads)
-            assert rows.WT.size == 0  # few rows: no transposed weights
-            kernel(X, sizes, m._codes, m._params, rows.work, rows.WT, got, m._smooth)
+            assert rows.WT is None  # few rows: no transposed weights
+            kernel(X, sizes, m._codes, m._params, rows.work, got, m._smooth)
             np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whatever_their_neighbours(dtype):
-    """From TRANSPOSE_MIN_ROWS rows on, `predict_outputs` computes the layers wide enough for the row sums' panels
+    """From TRANSPOSE_MIN_ROWS rows on, `predict_outputs_rows` computes the layers wide enough for the row sums' panels
     from W^T (`dense_forward_rows`): close to the dot products of a few rows, and each row's result is the same bits
     for any number of threads and when rows are taken away in front of it or behind it. (The narrow output layer
     takes the dot products, whose register tiles group the rows by their position: 12 rows keep it for tiles of 3
@@ -177,8 +177,9 @@ def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whateve
         for rows in (X, X[12:], X[:K.TRANSPOSE_MIN_ROWS]):
             got = np.empty((rows.shape[0], 5), dtype)
             work = m._row_work(rows.shape[0], threads)
+            assert work.kernel is K.predict_outputs_rows
             WT = K.transpose_weights(sizes, m._params, work.WT)
-            K.predict_outputs(rows, sizes, m._codes, m._params, work.work, WT, got, m._smooth)
+            K.predict_outputs_rows(rows, sizes, m._codes, m._params, work.work, WT, got, m._smooth)
             results.append(got)
     WT, start = K.transpose_weights(sizes, m._params, np.full(K.transposed_size(sizes), np.nan, dtype)), 0
     assert [W.shape[0] >= K.dense.panel_columns(dtype) for W in m.weights] == [True, True, False]
@@ -218,6 +219,8 @@ def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatc
     assert K.predict_kernel(1, 2) is K.predict_outputs_by_layer
     assert K.predict_kernel(K.predict_rows(2, 2), 2) is K.predict_outputs_by_layer
     assert K.predict_kernel(200, 2) is K.predict_outputs and K.predict_kernel(1, 1) is K.predict_outputs
+    assert K.predict_kernel(K.TRANSPOSE_MIN_ROWS, 2) is K.predict_outputs_rows
+    assert K.predict_kernel(K.TRANSPOSE_MIN_ROWS, 1) is K.predict_outputs_rows
     assert "dense_forward_serial" in K.predict_outputs.py_func.__code__.co_names
     assert "dense_forward" not in K.predict_outputs.py_func.__code__.co_names
     m = fastbp.MLP([6, 5, 3], seed=0)

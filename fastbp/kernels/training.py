@@ -199,25 +199,17 @@ def forward(sizes, codes, params, poff, A0, work, woff, S, p=None, key=0, smooth
 
 
 @njit(inline="always", cache=True)
-def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth, WT=None):
+def _layers(dense, sizes, codes, params, poff, A0, work, woff, S, p, key, smooth):
     """`forward` with the dense kernel `dense` (`dense_forward`, or `dense_forward_serial` for one
     thread's block of rows); returns the logits z^L, left in the workspace's a^L. p not None: inverted
-    dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`.
-    WT not None and not empty: the transposed weights (`transpose_weights`), from which the layers that take row
-    sums (`takes_row_sums`) are computed instead (`dense_forward_rows`)."""
+    dropout on each hidden a^l before the next layer reads it. smooth: as in `forward`."""
     L = sizes.shape[0] - 1
     A_in = A0
-    t_off = 0  # where W^l's transpose starts in WT
     for l in range(1, L + 1):
         W, b = _weights(params, poff, sizes, l)
         A_out = _buffer(work, woff, sizes, l, A_, S)
         code = codes[l - 1] if l < L else IDENTITY
-        if WT is not None and WT.shape[0] > 0 and takes_row_sums(sizes[l], sizes[l - 1], A_out):
-            WT_l = _mat(WT, t_off, sizes[l - 1], transposed_stride(sizes[l]))
-            dense_forward_rows(A_in, WT_l, b, dense_code(code), A_out, smooth)
-        else:
-            dense(A_in, W, b, dense_code(code), A_out, smooth)
-        t_off += sizes[l - 1] * transposed_stride(sizes[l])
+        dense(A_in, W, b, dense_code(code), A_out, smooth)
         _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
         if p is not None and l < L:
             dropout_forward(A_out, p, layer_key(key, l))
@@ -485,36 +477,47 @@ def _row_blocks(N, n_threads):
     return rows, n_blocks, min(n_threads, n_blocks)
 
 
-#: rows from which a prediction sums rows of the transposed weights (`dense_forward_rows`) in the layers wide
+#: rows from which a prediction sums rows of the transposed weights (`predict_outputs_rows`) in the layers wide
 #: enough (`takes_row_sums`): with fewer, transposing W costs more than it saves (benchmarks/NOTES.md)
 TRANSPOSE_MIN_ROWS = 512
 
 
 @njit(parallel=True, cache=True)
-def predict_outputs(X, sizes, codes, params, work, WT, out, smooth=True):
+def predict_outputs(X, sizes, codes, params, work, out, smooth=True):
     """out = a^L for every row of X, in blocks of rows that each thread takes through all layers alone.
 
     X: (N, n_0) · out: (N, n_L), written · work: (n_threads, size), one workspace per thread for the
     rows of a block (`predict_rows(N, n_threads)`, `workspace_offsets`).
-    WT: the transposed weights of the layers that take row sums (`transpose_weights`), or an empty array.
     codes[L - 1], the output, may be IDENTITY_SE whatever the model's: out is then the logits z^L.
     smooth: as in `forward`.
-    With WT, the layers that take row sums are computed from W^T (`dense_forward_rows`); the others, and every
-    layer without WT, take `dense_forward_serial`. Each thread takes one contiguous run of blocks (`_row_blocks`)
-    and computes every layer of them on its own, in its own workspace, so no thread reads what another wrote.
-    (Layer by layer, each parallel kernel would split the units of every layer across the threads, and each layer
-    would read the other thread's half of the one before.) A single block of a few rows is better split the other
-    way: `predict_outputs_by_layer`, which `predict_kernel` picks.
-    The same bits for any number of threads; without WT, those of `forward` on the whole of X.
+    Each thread takes one contiguous run of blocks (`_row_blocks`) and computes every layer of them on
+    its own, in its own workspace, so no thread reads what another wrote and there is one parallel
+    region in all. (Layer by layer, each parallel kernel would split the units of every layer across the
+    threads, and each layer would read the other thread's half of the one before.) A single block of a few
+    rows is better split the other way: `predict_outputs_by_layer`; many rows, from W^T: `predict_outputs_rows`.
+    `predict_kernel` picks. The results are those of `forward` on the whole of X, bit for bit, for any number of
+    threads.
     """
     rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
     for r in prange(n_runs):
         b0, b1 = task_range(r, n_runs, n_blocks)
-        _predict_blocks(dense_forward_serial, X, sizes, codes, params, WT, work[r], out, rows, b0, b1, smooth)
+        _predict_blocks(dense_forward_serial, X, sizes, codes, params, work[r], out, rows, b0, b1, smooth)
+
+
+@njit(parallel=True, cache=True)
+def predict_outputs_rows(X, sizes, codes, params, work, WT, out, smooth=True):
+    """`predict_outputs` with the layers that take row sums (`takes_row_sums`) computed from their transposed
+    weights WT (`transpose_weights`; `dense_forward_rows`), for TRANSPOSE_MIN_ROWS rows or more. The same bits for
+    any number of threads. A kernel of its own, so that a fit on fewer rows compiles none of its code (a cold
+    `fastbp train` took 1.2 s longer with it inside `predict_outputs`; benchmarks/NOTES.md)."""
+    rows, n_blocks, n_runs = _row_blocks(X.shape[0], work.shape[0])
+    for r in prange(n_runs):
+        b0, b1 = task_range(r, n_runs, n_blocks)
+        _predict_blocks_from_rows(X, sizes, codes, params, WT, work[r], out, rows, b0, b1, smooth)
 
 
 def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> np.ndarray:
-    """WT, unless it is empty: W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs`.
+    """WT, unless it is empty: W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs_rows`.
     Layer l's W^T is an (n_{l-1}, `transposed_stride(n_l)`) block, the blocks in order of l (`transposed_size`);
     the narrow layers' blocks are left as they are. NumPy's transposing copy: compiling one cost a cold start 1 s
     (benchmarks/NOTES.md)."""
@@ -544,41 +547,68 @@ def transposed_stride(n_out):
 
 
 @njit(parallel=True, cache=True)
-def predict_outputs_by_layer(X, sizes, codes, params, work, WT, out, smooth=True):
+def predict_outputs_by_layer(X, sizes, codes, params, work, out, smooth=True):
     """`predict_outputs` layer by layer, each layer's units split between the threads by `dense_forward`
     (above PARALLEL_WORK): for a single block of a few rows, where each core then keeps its share of W^l in
     its own L2 from call to call, instead of one core reading all of W from L3 on every call (0.94 MB for the
-    reference network). Only work[0] is used, and not WT: a few rows take the dot products, with the bits
-    `predict_outputs` gives them.
+    reference network). Only work[0] is used. The same bits as `predict_outputs`.
 
     A kernel of its own, not a branch of `predict_outputs`, so that a fit's first prediction (of many rows)
     compiles none of the parallel forward's code, which a cold start waited for (benchmarks/NOTES.md).
     """
     rows, n_blocks, _ = _row_blocks(X.shape[0], work.shape[0])
-    _predict_blocks(dense_forward, X, sizes, codes, params, None, work[0], out, rows, 0, n_blocks, smooth)
+    _predict_blocks(dense_forward, X, sizes, codes, params, work[0], out, rows, 0, n_blocks, smooth)
 
 
 def predict_kernel(n_rows: int, n_threads: int):
     """The kernel that predicts n_rows rows on n_threads threads best: `predict_outputs_by_layer` when the rows
-    make a single block (`predict_rows`) and there are threads to split its layers, else `predict_outputs`.
-    Both take the same arguments, and give a single block the same bits."""
+    make a single block (`predict_rows`) and there are threads to split its layers, `predict_outputs_rows` from
+    TRANSPOSE_MIN_ROWS rows on (it takes WT, `transpose_weights`, after work), else `predict_outputs`."""
     if n_threads > 1 and n_rows <= predict_rows(n_rows, n_threads):
         return predict_outputs_by_layer
-    return predict_outputs
+    return predict_outputs_rows if n_rows >= TRANSPOSE_MIN_ROWS else predict_outputs
 
 
 @njit(inline="always", cache=True)
-def _predict_blocks(dense, X, sizes, codes, params, WT, work, out, rows, b0, b1, smooth):
-    """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each with the kernel `dense` (or from
-    WT, `_layers`), in one workspace."""
+def _predict_blocks(dense, X, sizes, codes, params, work, out, rows, b0, b1, smooth):
+    """Blocks [b0, b1) of `rows` rows of `predict_outputs`, every layer of each with the kernel `dense`, in one
+    workspace."""
     N = X.shape[0]
     L = sizes.shape[0] - 1
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, rows)
     for block in range(b0, b1):
         start = block * rows
         S = min(rows, N - start)
-        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0, smooth, WT)
+        Z = _layers(dense, sizes, codes, params, poff, X[start:start + S], work, woff, S, None, 0, smooth)
         output_activation_serial(Z, codes[L - 1], out[start:start + S])
+
+
+@njit(inline="always", cache=True)
+def _predict_blocks_from_rows(X, sizes, codes, params, WT, work, out, rows, b0, b1, smooth):
+    """`_predict_blocks` of `predict_outputs_rows`: each layer that takes row sums (`takes_row_sums`) from its W^T
+    in WT (`dense_forward_rows`), the others with `dense_forward_serial`. Not a branch of `_layers`, which training
+    and the other prediction kernels inline: a pruned branch there still cost `predict_outputs` 0.5 s of
+    compilation."""
+    N = X.shape[0]
+    L = sizes.shape[0] - 1
+    poff, woff = param_offsets(sizes), workspace_offsets(sizes, rows)
+    for block in range(b0, b1):
+        start = block * rows
+        S = min(rows, N - start)
+        A_in, W_start = X[start:start + S], 0  # W^l's transpose starts at W_start in WT (`transpose_weights`)
+        for l in range(1, L + 1):
+            W, b = _weights(params, poff, sizes, l)
+            A_out = _buffer(work, woff, sizes, l, A_, S)
+            code = dense_code(codes[l - 1] if l < L else IDENTITY)
+            if takes_row_sums(sizes[l], sizes[l - 1], A_out):
+                WT_l = _mat(WT, W_start, sizes[l - 1], transposed_stride(sizes[l]))
+                dense_forward_rows(A_in, WT_l, b, code, A_out, smooth)
+            else:
+                dense_forward_serial(A_in, W, b, code, A_out, smooth)
+            _keep_z(codes[l - 1] if l < L else IDENTITY, A_out, work, woff, sizes, l, S, smooth)
+            W_start += sizes[l - 1] * transposed_stride(sizes[l])
+            A_in = A_out
+        output_activation_serial(A_in, codes[L - 1], out[start:start + S])
 
 
 @njit(cache=True)
