@@ -100,11 +100,12 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
         stop = min(start + rows, X.shape[0])
         a1 = A1[:stop - start]
         sparse_first_layer(indptr, indices, data, start, WT, b, codes[0] if L > 1 else K.IDENTITY, a1)
-        if L > 1:
-            weights = (rest,) if rest_T is None else (rest, rest_T)
-            predict(a1, sizes[1:], codes[1:], weights[0], work, *weights[1:], out[start:stop], model._smooth)
-        else:
+        if L == 1:
             K.output_activation(a1, codes[0], out[start:stop])
+        elif rest_T is None:
+            predict(a1, sizes[1:], codes[1:], rest, work, out[start:stop], model._smooth)
+        else:
+            predict(a1, sizes[1:], codes[1:], rest, work, rest_T, out[start:stop], model._smooth)
 
 
 class SparseEpoch:

@@ -42,6 +42,15 @@ def test_sparse_fit_gives_the_dense_weights(optimizer, sizes):
     _close(sparse.predict_proba(X), dense.predict_proba(X.toarray()))
 
 
+def test_many_sparse_rows_predict_the_dense_layers_from_their_transposes():
+    """From TRANSPOSE_MIN_ROWS rows the dense layers after the sparse first layer take `predict_outputs_rows`, the
+    70 -> 130 layer from its W^T: the same probabilities as the dense input's prediction, which takes it too."""
+    X, _ = _data(N=K.TRANSPOSE_MIN_ROWS + 20)
+    dense, sparse = _pair(sizes=(60, 70, 130, 4))
+    assert K.predict_kernel(X.shape[0], 2) is K.predict_outputs_rows
+    _close(sparse.predict_proba(X), dense.predict_proba(X.toarray()))
+
+
 @pytest.mark.parametrize("settings", [dict(alpha=0.01, clip_norm=0.5), dict(validation_split=0.2)])
 def test_sparse_penalty_clipping_validation_and_dropout(settings):
     X, y = _data(seed=2)

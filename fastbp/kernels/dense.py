@@ -314,7 +314,7 @@ def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
 
     A: (S, n_in) a^{l-1} · WT: (n_in, ≥ n_out), W transposed, its rows maybe padded · b: (n_out,) · code: f
     A_out: (S, n_out), written · smooth: as in `dense_forward`. On the calling thread, for prediction
-    (`training.predict_outputs`; `training.transpose_weights` makes WT).
+    (`training.predict_outputs_rows`; `training.transpose_weights` makes WT).
     Why row sums: `dense_forward`'s dot products end each register tile with 16 horizontal sums, a fifth of
     the work on a 256-term dot product; summing rows of W^T has none, and ran at 0.98 of one core's FMA peak
     against 0.83-0.86 (benchmarks/NOTES.md). Full tiles of 4 samples take `_rows_panel` on the columns that

@@ -517,12 +517,10 @@ def predict_outputs_rows(X, sizes, codes, params, work, WT, out, smooth=True):
 
 
 def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> np.ndarray:
-    """WT, unless it is empty: W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs_rows`.
+    """WT, filled with W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs_rows`.
     Layer l's W^T is an (n_{l-1}, `transposed_stride(n_l)`) block, the blocks in order of l (`transposed_size`);
     the narrow layers' blocks are left as they are. NumPy's transposing copy: compiling one cost a cold start 1 s
     (benchmarks/NOTES.md)."""
-    if WT.size == 0:
-        return WT
     poff, start = param_offsets(sizes), 0
     for l in range(1, sizes.shape[0]):
         n_in, n_out, stride = sizes[l - 1], sizes[l], transposed_stride(sizes[l])
@@ -599,13 +597,13 @@ def _predict_blocks_from_rows(X, sizes, codes, params, WT, work, out, rows, b0, 
         for l in range(1, L + 1):
             W, b = _weights(params, poff, sizes, l)
             A_out = _buffer(work, woff, sizes, l, A_, S)
-            code = dense_code(codes[l - 1] if l < L else IDENTITY)
+            code = codes[l - 1] if l < L else IDENTITY
             if takes_row_sums(sizes[l], sizes[l - 1], A_out):
                 WT_l = _mat(WT, W_start, sizes[l - 1], transposed_stride(sizes[l]))
-                dense_forward_rows(A_in, WT_l, b, code, A_out, smooth)
+                dense_forward_rows(A_in, WT_l, b, dense_code(code), A_out, smooth)
             else:
-                dense_forward_serial(A_in, W, b, code, A_out, smooth)
-            _keep_z(codes[l - 1] if l < L else IDENTITY, A_out, work, woff, sizes, l, S, smooth)
+                dense_forward_serial(A_in, W, b, dense_code(code), A_out, smooth)
+            _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
             W_start += sizes[l - 1] * transposed_stride(sizes[l])
             A_in = A_out
         output_activation_serial(A_in, codes[L - 1], out[start:start + S])
