@@ -202,8 +202,8 @@ def test_many_rows_are_predicted_from_the_transposed_weights_bit_for_bit_whateve
 
 def test_a_layer_of_512_units_is_predicted_from_padded_rows_of_w_transposed():
     """A layer whose width is a multiple of PAD_MULTIPLE gets rows of W^T LINE elements longer
-    (`transposed_stride`): many rows (W^T) predict what a few at a time (the dot products) do."""
-    assert K.training.transposed_stride(512) == 512 + K.LINE and K.training.transposed_stride(70) == 70
+    (`padded_width`): many rows (W^T) predict what a few at a time (the dot products) do."""
+    assert K.training.padded_width(512) == 512 + K.LINE and K.training.padded_width(70) == 70
     one = np.empty(1, np.float32)  # a W bigger than a core's L2 keeps the dot products
     assert K.dense.takes_row_sums(256, 784, one) and not K.dense.takes_row_sums(1024, 784, one)
     m = fastbp.MLP([20, 512, 3], seed=0)

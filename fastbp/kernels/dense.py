@@ -37,6 +37,7 @@ columns are read or written, so padding never changes a result.
 import numpy as np
 from numba import prange
 from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from .activations import activate_block, derivative, relu_or_identity
 from .target import VECTOR_REGISTERS, VECTOR_WIDTH
@@ -323,8 +324,9 @@ def dense_forward_rows(A, WT, b, code, A_out, smooth=True):
     each a fused multiply-add, on either path: a row's result does not depend on the rows around it.
     """
     S, n_in, n_out = A_out.shape[0], WT.shape[0], b.shape[0]
-    k_panel = n_out // _panel_columns(A_out) * _panel_columns(A_out)
-    columns = _row_block(n_in, _panel_columns(A_out), WT.itemsize)
+    V = _panel_columns(A_out)
+    k_panel = n_out // V * V
+    columns = _row_block(n_in, V, WT.itemsize)
     s_tiled = S - S % TILE
     for s in range(S):
         for k in unsigned_range(0, n_out):
@@ -368,8 +370,7 @@ def takes_row_sums(n_out, n_in, out):
 
 @overload(takes_row_sums, inline="always")
 def _takes_row_sums_overload(n_out, n_in, out):
-    columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
-    return lambda n_out, n_in, out: n_out >= columns and n_out * n_in <= PACK_MIN_ELEMENTS
+    return lambda n_out, n_in, out: n_out >= _panel_columns(out) and n_out * n_in <= PACK_MIN_ELEMENTS
 
 
 # parallel=True with no prange, as `dense_forward_serial`: Numba's parallel pipeline gives the tiles faster
@@ -445,7 +446,7 @@ def _panel_columns(out):
 
 @overload(_panel_columns, inline="always")
 def _panel_columns_overload(out):
-    columns = PANEL_ROW_BYTES // (out.dtype.bitwidth // 8)
+    columns = panel_columns(as_dtype(out.dtype))
     return lambda out: columns
 
 

@@ -115,8 +115,15 @@ def row_stride(sizes, l):
     1,024-wide layer ran 1.2-1.9x slower than on padded rows (benchmarks/NOTES.md). The output layer is never
     padded: the losses and the caller read a^L whole.
     """
-    n = sizes[l]
-    return n + LINE if l < sizes.shape[0] - 1 and n > 0 and n % PAD_MULTIPLE == 0 else n
+    return padded_width(sizes[l]) if l < sizes.shape[0] - 1 else sizes[l]
+
+
+@njit(inline="always", cache=True)
+def padded_width(n):
+    """n, or n + LINE when n > 0 is a multiple of PAD_MULTIPLE: the elements per row of a workspace buffer
+    (`row_stride`) and of a layer's W^T in `transpose_weights`' WT, whose rows of 4 KB would otherwise fall in a
+    sixteenth of L2's sets (a panel's rows of W^T then streamed from L3)."""
+    return n + LINE if n > 0 and n % PAD_MULTIPLE == 0 else n
 
 
 @njit(inline="always", cache=True)
@@ -518,12 +525,12 @@ def predict_outputs_rows(X, sizes, codes, params, work, WT, out, smooth=True):
 
 def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> np.ndarray:
     """WT, filled with W^T of each layer that takes row sums (`takes_row_sums`), for `predict_outputs_rows`.
-    Layer l's W^T is an (n_{l-1}, `transposed_stride(n_l)`) block, the blocks in order of l (`transposed_size`);
+    Layer l's W^T is an (n_{l-1}, `padded_width(n_l)`) block, the blocks in order of l (`transposed_size`);
     the narrow layers' blocks are left as they are. NumPy's transposing copy: compiling one cost a cold start 1 s
     (benchmarks/NOTES.md)."""
     poff, start = param_offsets(sizes), 0
     for l in range(1, sizes.shape[0]):
-        n_in, n_out, stride = sizes[l - 1], sizes[l], transposed_stride(sizes[l])
+        n_in, n_out, stride = sizes[l - 1], sizes[l], padded_width(sizes[l])
         if takes_row_sums(n_out, n_in, WT):
             W = params[poff[l, 0]:poff[l, 0] + n_out * n_in].reshape(n_out, n_in)
             np.copyto(WT[start:start + n_in * stride].reshape(n_in, stride)[:, :n_out], W.T)
@@ -533,15 +540,7 @@ def transpose_weights(sizes: np.ndarray, params: np.ndarray, WT: np.ndarray) -> 
 
 def transposed_size(sizes: np.ndarray) -> int:
     """Elements of `transpose_weights`' WT for a network of `sizes`."""
-    return sum(int(sizes[l - 1]) * transposed_stride(sizes[l]) for l in range(1, len(sizes)))
-
-
-@njit(inline="always", cache=True)
-def transposed_stride(n_out):
-    """Elements per row of a layer's W^T in `transpose_weights`' WT: n_out, or n_out + LINE when n_out is a multiple
-    of PAD_MULTIPLE. Why: rows of 4 KB put a panel's rows of W^T in a sixteenth of L2's sets, and the layer's row
-    sums streamed them from L3 (as `row_stride` pads the workspace's rows)."""
-    return n_out + LINE if n_out % PAD_MULTIPLE == 0 else n_out
+    return sum(int(sizes[l - 1]) * padded_width(sizes[l]) for l in range(1, len(sizes)))
 
 
 @njit(parallel=True, cache=True)
@@ -599,12 +598,12 @@ def _predict_blocks_from_rows(X, sizes, codes, params, WT, work, out, rows, b0, 
             A_out = _buffer(work, woff, sizes, l, A_, S)
             code = codes[l - 1] if l < L else IDENTITY
             if takes_row_sums(sizes[l], sizes[l - 1], A_out):
-                WT_l = _mat(WT, W_start, sizes[l - 1], transposed_stride(sizes[l]))
+                WT_l = _mat(WT, W_start, sizes[l - 1], padded_width(sizes[l]))
                 dense_forward_rows(A_in, WT_l, b, dense_code(code), A_out, smooth)
             else:
                 dense_forward_serial(A_in, W, b, dense_code(code), A_out, smooth)
             _keep_z(code, A_out, work, woff, sizes, l, S, smooth)
-            W_start += sizes[l - 1] * transposed_stride(sizes[l])
+            W_start += sizes[l - 1] * padded_width(sizes[l])
             A_in = A_out
         output_activation_serial(A_in, codes[L - 1], out[start:start + S])
 
