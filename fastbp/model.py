@@ -9,7 +9,6 @@ import time
 import warnings
 from typing import Callable, Sequence
 
-import numba
 import numpy as np
 
 from . import distributed
@@ -20,7 +19,7 @@ from .kernels.cache import has_compiled
 from .kernels.optimizers import LR
 from .optim import OPTIMIZERS, SGD, Optimizer
 from . import sparse_input
-from .parallel import parallel_section
+from .parallel import parallel_section, thread_count
 from .validation import (check_non_negative, check_positive, check_positive_int, check_sample_weight, check_targets,
                          check_X)
 
@@ -385,7 +384,7 @@ class MLP:
 
     def _predict_outputs(self, X: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         """out = a^L of checked dense X, with `codes` (the model's, or IDENTITY_SE last for the logits)."""
-        prediction = self._row_work(X.shape[0], numba.get_num_threads())
+        prediction = self._row_work(X.shape[0], thread_count())
         if prediction.WT is None:
             prediction.kernel(X, self._sizes, codes, self._params, prediction.work, out, self._smooth)
         else:  # many rows: the wide layers from their W^T

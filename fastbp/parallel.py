@@ -108,6 +108,15 @@ def active_layer() -> str | None:
     return numba.threading_layer() if _parallel._is_initialized else None
 
 
+def thread_count() -> int:
+    """``numba.get_num_threads()``: the number of threads this Python thread's parallel loops use. Once Numba's
+    threads are up it is read directly, 0.1 µs against the public call's 0.7 (two locks): a twentieth of a
+    one-row prediction (benchmarks/NOTES.md)."""
+    if _parallel._is_initialized:
+        return _parallel._get_num_threads()
+    return numba.get_num_threads()
+
+
 def is_thread_safe() -> bool:
     """Whether two Python threads may run fastbp's parallel kernels at the same time."""
     layer = active_layer()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 import warnings
 
-import numba
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
 from . import kernels as K
 from .buffers import empty_on_a_line
 from .kernels.sparse import sparse_first_layer, train_epoch_sparse, transpose_first_layer, workspace_size
+from .parallel import thread_count
 
 # kernels.sparse compiles its callers of parallel kernels with parallel=True, as kernels.training does
 # and for the same reason (a cached non-parallel caller of a parallel function crashes; see there)
@@ -89,7 +89,7 @@ def outputs(model, X, codes: np.ndarray, out: np.ndarray) -> None:
     rest = model._params[model._offsets[2, 0]:] if L > 1 else None  # W^2, b^2, ...: the dense sub-network
     rows = min(ROWS, X.shape[0])
     A1 = np.empty((rows, sizes[1]), model.dtype)
-    threads = numba.get_num_threads()  # one workspace per thread for `predict_outputs`' blocks of rows
+    threads = thread_count()  # one workspace per thread for `predict_outputs`' blocks of rows
     work = empty_on_a_line(threads * K.workspace_offsets(sizes[1:], K.predict_rows(rows, threads))[-1, 2],
                            model.dtype).reshape(threads, -1) if L > 1 else None
     predict = K.predict_kernel(rows, threads)

@@ -257,10 +257,11 @@ COMPILE_FROM_VALUES = 1 << 20
 def _all_finite(a: np.ndarray) -> bool:
     """np.isfinite(a).all() for a C-contiguous float array: one compiled pass on every thread, or NumPy's
     check while that kernel is neither compiled (here or in the cache) nor worth compiling for `a`."""
-    if a.size < COMPILE_FROM_VALUES and not (all_finite.signatures or _kernel_in_cache()):
-        return bool(np.isfinite(a).all())
-    with parallel_section():
-        return all_finite(a.reshape(-1))
+    # `overloads`, not `signatures`: a list built on each read, 0.6 µs of a one-row prediction
+    if all_finite.overloads or a.size >= COMPILE_FROM_VALUES or _kernel_in_cache():
+        with parallel_section():
+            return all_finite(a.reshape(-1))
+    return bool(np.isfinite(a).all())
 
 
 @functools.cache

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.parallel import THREAD_SAFE_LAYERS, active_layer, is_thread_safe, layer_loads
+from fastbp.parallel import THREAD_SAFE_LAYERS, active_layer, is_thread_safe, layer_loads, thread_count
 
 
 def _fit(seed, X, y, dtype, optimizer):
@@ -89,6 +89,26 @@ def test_predict_keeps_a_workspace_per_thread_and_size(digits):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).predict_proba(X_test), want[-1])
+
+
+def test_thread_count_follows_set_num_threads_in_each_python_thread(digits):
+    """`thread_count` reads Numba's count directly once its threads run: it must still see each
+    set_num_threads, per Python thread, and predict_proba must size its workspaces by it."""
+    X, X_test, y, _ = digits
+    m = fastbp.MLP([64, 32, 10], seed=0)
+    m.fit(X, y, epochs=1, verbose=0)  # Numba's threads are up
+    before = numba.get_num_threads()
+    want = m.predict_proba(X_test[:1])
+    try:
+        for n in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(n)
+            assert thread_count() == numba.get_num_threads() == n
+            np.testing.assert_array_equal(m.predict_proba(X_test[:1]), want)
+            assert m._row_work_local.work.shape[0] == n  # one workspace per thread
+            other = _in_parallel([thread_count])[0]  # a new Python thread starts from Numba's default
+            assert other == numba.config.NUMBA_NUM_THREADS
+    finally:
+        numba.set_num_threads(before)
 
 
 _THREADS_SCRIPT = """
