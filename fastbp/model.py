@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import threading
@@ -394,17 +395,31 @@ class MLP:
     def _row_work(self, n_rows: int, threads: int) -> threading.local:
         """This Python thread's prediction `kernel` (`K.predict_kernel`) for `n_rows` rows on `threads` threads,
         its `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
-        through every layer, and `WT`, scratch for the transposed weights (None: the kernel takes none). Kept
+        through every layer (a training workspace for `n_rows` for `K.predict_outputs_by_fit_forward`, which
+        stands in for an uncompiled `predict_outputs`: `_fit_forward_can_predict`), and `WT`, scratch for the
+        transposed weights (None: the kernel takes none). Kept
         for the next call with the same two: sizing and allocating the workspaces took 14 µs of a 51-µs
         single-sample predict_proba (benchmarks/NOTES.md)."""
         local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
-            local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.kernel = K.predict_kernel(n_rows, threads)
+            if local.kernel is K.predict_outputs and self._fit_forward_can_predict():
+                local.kernel, local.work = K.predict_outputs_by_fit_forward, self._workspace(n_rows)
+            else:
+                local.work = self._workspace(K.predict_rows(n_rows, threads), copies=threads).reshape(threads, -1)
             local.WT = (empty_on_a_line(K.transposed_size(self._sizes), self.dtype)
                         if local.kernel is K.predict_outputs_rows else None)
             local.key = (n_rows, threads)
         return local
+
+    def _fit_forward_can_predict(self) -> bool:
+        """Whether `predict_outputs` is compiled neither in this process nor on disk while the forward of a fit of
+        this model's types is, here or on disk (`K.predict_outputs_by_fit_forward`): a run that has trained then
+        predicts with the kernels it has, instead of compiling another one (asked once per row count, as it reads
+        the cache's index files)."""
+        if K.predict_outputs.overloads or has_compiled(K.predict_outputs):
+            return False
+        return K.fit_forward_is_compiled(self._sizes, self._codes, self._params, self._offsets, self._smooth)
 
     def _checkpoint(self, path, ctx, optimizer, epoch, finished, rng, history, stopper, batch_size, n_total):
         """Write a checkpoint (`fastbp.checkpoint`); with comm, rank 0 writes after a barrier and every rank
@@ -502,7 +517,13 @@ class _Run:
         self.diverged_loss = math.nan
         # CSR X: kernels.sparse with its own workspace (no dense a^0); else K.train_epoch, which keeps two batches
         self.sparse = sparse_input.SparseEpoch(self) if sparse else None
-        self.work = None if sparse else model._workspace(batch_size, copies=2 if self.fused else 1)
+
+    @functools.cached_property
+    def work(self) -> np.ndarray | None:
+        """The training workspaces (two batches' for the fused SGD step), made at the first epoch: sizing them
+        compiles `K.workspace_offsets` in a first run, which the compile worker (`_compile_beside`) need not
+        wait for."""
+        return None if self.sparse else self.model._workspace(self.batch_size, copies=2 if self.fused else 1)
 
     def epoch(self, X, T, order, lr: float, history, sw=None) -> bool:
         """Train one epoch at learning rate `lr` and append its numbers to history; False, with nothing

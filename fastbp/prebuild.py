@@ -180,9 +180,10 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
 def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> list[tuple[str, tuple]]:
     """(kernel, argument types) of the parts of a fit's call tree that a second process can compile
     while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
-    `train_epoch` calls it (its last argument the literal False), and the prediction kernels that
-    `score` and `predict_proba` call (on many rows, then on a few), for a network with (smooth) or
-    without tanh, sigmoid or GELU layers (`kernels.smooth_flag`). The types are those
+    `train_epoch` calls it (its last argument the literal False), the output activation with which `score`
+    and `predict_proba` complete the fit's own forward on fewer than TRANSPOSE_MIN_ROWS rows
+    (`kernels.predict_outputs_by_fit_forward`), and the kernel for one row on several threads, for a network
+    with (smooth) or without tanh, sigmoid or GELU layers (`kernels.smooth_flag`). The types are those
     `fastbp.kernels.training` passes today: if a kernel's arguments change, the worker compiles a
     signature nobody loads (its time is lost, no result changes) until this list follows."""
     import numba
@@ -197,9 +198,10 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
         # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
                                types.literal(False), types.none, types.none, types.int64)),
-        # predict_outputs(X, sizes, codes, params, work, out, smooth): work (threads, size)
-        ("predict_outputs", (f2, i1, i1, f1, f2, f2, flag)),
-        # the same for a few rows (`kernels.predict_kernel`): last, as no fit waits for it
+        # output_activation_serial(Z, code, out): after the fit's own forward, a first prediction's output
+        ("output_activation_serial", (f2, types.int64, f2)),
+        # predict_outputs_by_layer(X, sizes, codes, params, work, out, smooth), work (threads, size): one row at a
+        # time on several threads (`kernels.predict_kernel`); last, as no fit waits for it
         ("predict_outputs_by_layer", (f2, i1, i1, f1, f2, f2, flag)),
     ]
 

@@ -2,6 +2,7 @@
 correctly and reuses what it compiled, and a fit compiles each kernel once. One cold-cache subprocess
 (~30 s on 2 idle cores: it compiles the training kernels)."""
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -23,16 +24,25 @@ X = rng.normal(size=(64, 6)); y = rng.integers(0, 3, 64)
 m = fastbp.MLP([6, 9, 3], activation="tanh", seed=0)
 m.fit(X, y, epochs=2, batch_size=8, seed=1, verbose=0)
 digest = hashlib.sha256(b"".join(p.tobytes() for p in m.weights + m.biases))
-print(json.dumps({"file": fastbp.__file__, "cache": fastbp.kernels.cache.cache_directory(), "digest": digest.hexdigest()}))
+proba = m.predict_proba(X)  # a first prediction of a few blocks of rows
+predict = m._row_work_local.kernel
+print(json.dumps({"file": fastbp.__file__, "cache": fastbp.kernels.cache.cache_directory(), "digest": digest.hexdigest(),
+                  "proba": hashlib.sha256(proba.tobytes()).hexdigest(), "predict": predict.__name__,
+                  "predict_outputs compiled": len(fastbp.kernels.predict_outputs.signatures)}))
 """
 
 
-def _expected_digest() -> str:
-    """The script's result in this process, with whatever cache it uses."""
-    out = io.StringIO()
+def _expected_digests() -> tuple[str, str]:
+    """The script's digests of the weights and of predict_proba in this process, with whatever cache it uses, the
+    second from `predict_outputs` itself."""
+    out, names = io.StringIO(), {}
     with contextlib.redirect_stdout(out):
-        exec(_SCRIPT, {})
-    return json.loads(out.getvalue())["digest"]
+        exec(_SCRIPT, names)
+    m, X, K = names["m"], names["X"], fastbp.kernels
+    proba = np.empty((X.shape[0], 3), np.float32)
+    K.predict_outputs(X.astype(np.float32), m._sizes, m._codes, m._params, m._workspace(64, copies=2).reshape(2, -1),
+                      proba, m._smooth)
+    return json.loads(out.getvalue())["digest"], hashlib.sha256(proba.tobytes()).hexdigest()
 
 
 def _unwritable(path: Path) -> Path:
@@ -79,12 +89,15 @@ def test_read_only_install_without_a_writable_home_caches_in_the_temp_dir(tmp_pa
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {"HOME": str(blocked), "XDG_CACHE_HOME": str(blocked), "TMPDIR": str(tmpdir)}
-    want = _expected_digest()
+    want, want_proba = _expected_digests()
 
     cold = _run(site, env)  # compiles every kernel and writes them to the only writable place
     assert Path(cold["file"]).parent == site / "fastbp"
     assert Path(cold["cache"]).is_relative_to(tmpdir)
     assert cold["digest"] == want
+    # a first prediction of a few blocks of rows took the fit's own forward and compiled no predict_outputs
+    assert (cold["predict"], cold["predict_outputs compiled"], cold["proba"]) == (
+        "predict_outputs_by_fit_forward", 0, want_proba)
     assert list(Path(cold["cache"]).rglob("*.nbi")), "nothing was cached"
     # one float32 fit, one signature per kernel: another one (say, from an argument that is sometimes a
     # literal constant) compiles the kernel and all it inlines again, seconds of cold start
@@ -294,7 +307,7 @@ print(json.dumps({"digest": digest.hexdigest(), "registries": registries, "dot":
 def test_a_warm_start_runs_the_cached_kernels_without_numbas_registries():
     """Loading compiled code skips Numba's registries (`CheckedCache._checked_load`): a warm fit, then a
     compilation of the user's own that needs them (BLAS), in a process that shares this one's cache."""
-    expected = _expected_digest()  # the script's kernels are now in this process's cache
+    expected, _ = _expected_digests()  # the script's kernels are now in this process's cache
     assert fastbp.kernels.cache.cache_directory() is not None
     proc = subprocess.run([sys.executable, "-c", _WARM_START], capture_output=True, text=True)  # same environment, same cache
     assert proc.returncode == 0, proc.stderr

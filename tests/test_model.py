@@ -5,7 +5,6 @@ import pickle
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
 
@@ -230,10 +229,58 @@ def test_predict_picks_the_kernel_by_layer_for_a_single_block_of_rows(monkeypatc
         kernel = getattr(training, name)
         monkeypatch.setattr(training, name,
                             lambda *args, kernel=kernel, name=name: called.append(name) or kernel(*args))
-    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(fastbp.model, "thread_count", lambda: 2)
     want = m.predict_proba(X)  # many rows, on 2 threads (as the workspaces say)
     np.testing.assert_allclose(m.predict_proba(X[:1]), want[:1], rtol=1e-5)
     assert called == ["predict_outputs", "predict_outputs_by_layer"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_the_fits_forward_predicts_the_bits_of_predict_outputs(activation, dtype):
+    """`predict_outputs_by_fit_forward` (the training forward with no step pending, then the output) gives what
+    `predict_outputs` gives, bit for bit, for the model's outputs and for the logits (`evaluate`'s codes)."""
+    m = fastbp.MLP([30, 70, 130, 5], activation=activation, dtype=dtype, seed=0)
+    logits = np.append(m._codes[:-1], K.IDENTITY_SE)
+    for n_rows in (1, 7, 64, 130, 255):
+        X = np.random.default_rng(n_rows).normal(size=(n_rows, 30)).astype(dtype)
+        for codes in (m._codes, logits):
+            want, got = np.empty((n_rows, 5), dtype), np.full((n_rows, 5), np.nan, dtype)
+            work = m._workspace(K.predict_rows(n_rows, 2), copies=2).reshape(2, -1)
+            K.predict_outputs(X, m._sizes, codes, m._params, work, want, m._smooth)
+            K.predict_outputs_by_fit_forward(X, m._sizes, codes, m._params, m._workspace(n_rows), got, m._smooth)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_predict_takes_the_fits_forward_while_predict_outputs_is_not_compiled(monkeypatch):
+    """After a fit, a prediction of fewer than TRANSPOSE_MIN_ROWS rows in blocks (`predict_outputs`' rows) takes
+    the fit's compiled forward when `predict_outputs` is compiled neither in this process nor on disk, with the
+    same results; one row on two threads (`predict_outputs_by_layer`) and many rows keep their own kernels, and
+    so do types for which no fit's forward is compiled."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 6), dtype=np.float32), np.arange(200) % 3
+    m = fastbp.MLP([6, 9, 3], seed=0)
+    m.fit(X, y, epochs=1, batch_size=16, optimizer=fastbp.SGD(lr=0.1), verbose=0)
+    want, score = m.predict_proba(X), m.score(X, y)
+    m.__dict__.pop("_row_work_local")
+    monkeypatch.setattr(K.predict_outputs, "overloads", {})  # as in a process that has not compiled it ...
+    real = fastbp.model.has_compiled
+    monkeypatch.setattr(fastbp.model, "has_compiled", lambda kernel: kernel is not K.predict_outputs and real(kernel))
+    monkeypatch.setattr(fastbp.model, "thread_count", lambda: 2)
+    np.testing.assert_array_equal(m.predict_proba(X), want)  # ... nor has on disk
+    assert m._row_work_local.kernel is K.predict_outputs_by_fit_forward
+    assert m.score(X, y) == score
+    assert m._row_work_local.kernel is K.predict_outputs_by_fit_forward
+    for rows, kernel in ((X[:1], K.predict_outputs_by_layer), (np.resize(X, (K.TRANSPOSE_MIN_ROWS, 6)), None)):
+        m.predict_proba(rows)
+        assert m._row_work_local.kernel is (kernel or K.predict_kernel(K.TRANSPOSE_MIN_ROWS, 2))
+    # the forward's signature must be the fit's: other types (no fit has int32 parameters) would compile anew
+    assert K.fit_forward_is_compiled(m._sizes, m._codes, m._params, m._offsets, m._smooth)
+    assert not K.fit_forward_is_compiled(m._sizes, m._codes, m._params.astype(np.int32), m._offsets, m._smooth)
+    monkeypatch.setattr(K, "fit_forward_is_compiled", lambda *args: False)
+    m.__dict__.pop("_row_work_local")
+    np.testing.assert_array_equal(m.predict_proba(X), want)
+    assert m._row_work_local.kernel is K.predict_outputs
 
 
 def test_binary_and_multilabel_sigmoid():

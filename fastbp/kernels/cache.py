@@ -464,14 +464,15 @@ class _FailedCompileListener(numba.core.event.Listener):
 numba.core.event.register("numba:compile", _FailedCompileListener())
 
 
-def has_compiled(kernel) -> bool:
+def has_compiled(kernel, signature: tuple | None = None) -> bool:
     """Whether Numba's on-disk cache holds compiled code of `kernel` (a `cache=True` dispatcher) for
-    this install, this source and this CPU, in any signature. False means that its first call in this
-    process compiles it, tens of seconds for a training loop. Reads Numba's index through its private
-    cache objects, whose keys are (signature, the CPU's (triple, name, features), code hashes): an entry
-    compiled for another CPU is not loaded here, so it does not count. A Numba without them gives False."""
+    this install, this source and this CPU, in any signature or in `signature` (a tuple of Numba types).
+    False means that its first call in this process (with those types) compiles it, tens of seconds for a
+    training loop. Reads Numba's index through its private cache objects, whose keys are (signature, the
+    CPU's (triple, name, features), code hashes): an entry compiled for another CPU is not loaded here, so
+    it does not count. A Numba without them gives False."""
     try:
         cpu = kernel.targetctx.codegen().magic_tuple()
-        return any(key[1] == cpu for key in kernel._cache._cache_file._load_index())
+        return any(key[1] == cpu and signature in (None, key[0]) for key in kernel._cache._cache_file._load_index())
     except (AttributeError, OSError, IndexError, TypeError):
         return False

@@ -10,11 +10,13 @@ The network lives in flat arrays so that a kernel takes only arrays and integers
 """
 import warnings
 
+import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 from numba.core.errors import NumbaPerformanceWarning
 
 from .activations import IDENTITY, dense_code, is_from_z, keep_z_and_activate, multiply_derivative_z
+from .cache import has_compiled
 from .common import PARALLEL_WORK, cast_like, njit, task_range
 from .dropout import dropout_backward, dropout_forward, layer_key, step_key
 from .dense import (PACK_ELEMENTS, SAMPLE_TILE, backward_packs, bias_gradient, dense_backward, dense_forward,
@@ -564,6 +566,33 @@ def predict_kernel(n_rows: int, n_threads: int):
     if n_threads > 1 and n_rows <= predict_rows(n_rows, n_threads):
         return predict_outputs_by_layer
     return predict_outputs_rows if n_rows >= TRANSPOSE_MIN_ROWS else predict_outputs
+
+
+def predict_outputs_by_fit_forward(X, sizes, codes, params, work, out, smooth=True):
+    """`predict_outputs` through the kernels a fit of the same types has compiled: `forward_with_step` with no
+    step pending (a plain forward of all the rows of X), then `output_activation_serial`. The same bits: each
+    element is summed by the same tiles in the same order (`_row_blocks`' blocks start on tile boundaries).
+
+    For the first predictions of a process whose fit compiled its kernels while `predict_outputs` is compiled
+    neither here nor on disk, so that a first run does not wait for it (2.4 s of a cold `fastbp train`;
+    `fit_forward_is_compiled`). work: a training workspace for X.shape[0] rows (`workspace_offsets`).
+    """
+    N, L = X.shape[0], sizes.shape[0] - 1
+    woff = workspace_offsets(sizes, N)
+    forward_with_step(sizes, codes, params, param_offsets(sizes), X[:0], work, X, work, woff, None, np.int64(0),
+                      smooth)
+    start = woff[L, A_]  # the logits z^L, left in a^L (`forward`)
+    output_activation_serial(work[start:start + N * sizes[L]].reshape(N, sizes[L]), codes[L - 1], out)
+
+
+def fit_forward_is_compiled(sizes, codes, params, poff, smooth) -> bool:
+    """Whether `forward_with_step` is compiled, in this process or on disk, for the types with which
+    `predict_outputs_by_fit_forward` calls it (as `train_epoch` does): after a fit's plain SGD on the same dtype
+    and kind of activations. Another signature would compile anew, as long as `predict_outputs` takes."""
+    rows, vector, key = numba.typeof(np.empty((0, 1), params.dtype)), numba.typeof(params), types.int64
+    signature = tuple(numba.typeof(a) for a in (sizes, codes, params, poff)) + (
+        rows, vector, rows, vector, numba.typeof(poff), types.none, key, numba.typeof(smooth))
+    return signature in forward_with_step.overloads or has_compiled(forward_with_step, signature)
 
 
 @njit(inline="always", cache=True)
