@@ -11,7 +11,7 @@ import numpy as np
 
 from . import prebuild
 from .data import load_digits_split
-from .kernels import ACTIVATIONS, forward_backward, train_epoch, train_epoch_optimizer
+from .kernels import ACTIVATIONS, OUTPUTS, forward_backward, smooth_flag, train_epoch, train_epoch_optimizer
 from .kernels.cache import has_compiled
 from .model import COMPILING, MLP
 from .optim import OPTIMIZERS as OPTIMIZER_CLASSES
@@ -97,14 +97,18 @@ def train(args: argparse.Namespace) -> int:
     comm, root = _world(args.distributed)
     say = functools.partial(print, flush=True) if root else (lambda *a, **k: None)  # only rank 0 prints
     dtype = np.dtype(args.dtype).type
-    X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
-    sizes = [X_train.shape[1], *args.hidden, 10]
-    model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)
-    say(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
     optimizer = OPTIMIZERS[args.optimizer](args.lr)
     # the epoch kernel fit runs: with no penalty and no clipping, as here, a fused optimizer's is train_epoch
     # (with comm, a step at a time: forward_backward)
     compiles = not has_compiled(forward_backward if comm else train_epoch if optimizer.fused else train_epoch_optimizer)
+    if compiles and comm is None and optimizer.fused:
+        # fit's compile worker (`prebuild.compile_beside`), started before the data load, 1 s in a first run
+        smooth = smooth_flag(np.array([ACTIVATIONS[args.activation], OUTPUTS["softmax"]])) is not None
+        prebuild.compile_beside(dtype, smooth)
+    X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
+    sizes = [X_train.shape[1], *args.hidden, 10]
+    model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)
+    say(f"fastbp: {model} on UCI digits, {len(X_train)} train / {len(X_test)} test samples")
     if compiles and args.quiet:  # otherwise fit's progress display says so, with the seconds elapsed
         say(f"fastbp: {COMPILING}")
     start = time.perf_counter()

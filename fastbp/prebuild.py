@@ -225,7 +225,8 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     compiles the rest; the compile locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes
     second load what the other compiled. Returns the worker (None when nothing is done: cached already, no
     cache directory, fewer than two CPUs, a frozen application, or ``FASTBP_COMPILE_WORKER=0`` in the
-    environment); it is stopped when this process exits. `MLP.fit` calls it before a first epoch that compiles.
+    environment); it is stopped when this process exits. `MLP.fit` calls it before a first epoch that compiles,
+    and `fastbp train` before it loads its data. A second call for the same kernels returns the first's worker.
 
     The worker is a new interpreter (`subprocess`, the same isolation as multiprocessing's ``spawn``),
     told what to compile on its command line: multiprocessing's ``spawn`` would import the caller's
@@ -242,6 +243,9 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     from . import kernels as K
     from .kernels.cache import cache_directory, has_compiled
 
+    key = (np.dtype(dtype).name, bool(smooth))
+    if key in _workers:
+        return _workers[key]
     if (os.environ.get("FASTBP_COMPILE_WORKER", "1").strip() == "0" or cache_directory() is None
             or (os.cpu_count() or 1) < 2 or getattr(sys, "frozen", False)  # frozen: sys.executable is the app
             or has_compiled(K.train_epoch)):
@@ -254,7 +258,12 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     worker = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(_stop, worker)
+    _workers[key] = worker
     return worker
+
+
+#: the workers `compile_beside` started in this process, by (dtype name, smooth)
+_workers: dict[tuple[str, bool], "subprocess.Popen"] = {}
 
 
 def _stop(worker) -> None:

@@ -370,7 +370,8 @@ def test_a_first_fit_compiles_beside_when_the_worker_compiles_its_kernels(monkey
 
 
 def test_the_compile_worker_can_be_turned_off(monkeypatch):
-    """`compile_beside` starts its worker unless FASTBP_COMPILE_WORKER=0 (here with every other condition met)."""
+    """`compile_beside` starts its worker unless FASTBP_COMPILE_WORKER=0 (here with every other condition met), once
+    for each set of kernels."""
     import subprocess
 
     from fastbp import prebuild
@@ -387,7 +388,12 @@ def test_the_compile_worker_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("FASTBP_COMPILE_WORKER", "0")
     assert prebuild.compile_beside(np.float32) is None and not started
     monkeypatch.delenv("FASTBP_COMPILE_WORKER")
-    assert isinstance(prebuild.compile_beside(np.float32), Worker) and len(started) == 1
+    monkeypatch.setattr(prebuild, "_workers", {})  # none started yet in this process
+    worker = prebuild.compile_beside(np.float32)
+    assert isinstance(worker, Worker) and len(started) == 1
+    # `fastbp train` starts it before loading its data, then fit asks again: the same worker, no second one
+    assert prebuild.compile_beside(np.float32) is worker and len(started) == 1
+    assert isinstance(prebuild.compile_beside(np.float32, smooth=True), Worker) and len(started) == 2
 
 
 def test_fastbp_compile_fills_the_cache(capsys):
