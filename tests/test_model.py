@@ -261,7 +261,7 @@ def test_predict_takes_the_fits_forward_while_predict_outputs_is_not_compiled(mo
     X, y = rng.random((200, 6), dtype=np.float32), np.arange(200) % 3
     m = fastbp.MLP([6, 9, 3], seed=0)
     m.fit(X, y, epochs=1, batch_size=16, optimizer=fastbp.SGD(lr=0.1), verbose=0)
-    want, score = m.predict_proba(X), m.score(X, y)
+    want, score, evaluated = m.predict_proba(X), m.score(X, y), m.evaluate(X, y)
     m.__dict__.pop("_row_work_local")
     monkeypatch.setattr(K.predict_outputs, "overloads", {})  # as in a process that has not compiled it ...
     real = fastbp.model.has_compiled
@@ -270,6 +270,7 @@ def test_predict_takes_the_fits_forward_while_predict_outputs_is_not_compiled(mo
     np.testing.assert_array_equal(m.predict_proba(X), want)  # ... nor has on disk
     assert m._row_work_local.kernel is K.predict_outputs_by_fit_forward
     assert m.score(X, y) == score
+    assert m.evaluate(X, y) == evaluated  # the logits, through the same forward
     assert m._row_work_local.kernel is K.predict_outputs_by_fit_forward
     for rows, kernel in ((X[:1], K.predict_outputs_by_layer), (np.resize(X, (K.TRANSPOSE_MIN_ROWS, 6)), None)):
         m.predict_proba(rows)
