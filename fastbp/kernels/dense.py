@@ -556,27 +556,24 @@ def dense_backward(D, W, A, code, D_out, packs=None):
         packs = np.empty((n_packs, PACK_ELEMENTS), W.dtype)
     if packs.shape[0] < n_packs or packs.shape[1] < PACK_ELEMENTS:
         raise ValueError("packs: give backward_packs(n_out, n_in) rows of PACK_ELEMENTS, or None")
-    if n_packs > 0:
+    no_pack = packs.reshape(-1)[:0]
+    if n_packs > 0:  # task t: column block t with all the samples, and pack t
         columns = (n_in + n_packs - 1) // n_packs
         columns += (-columns) % (PANEL_ROW_BYTES // 4)  # a multiple of every panel's width (float32's is the most
         # columns), so of a line; maybe fewer blocks than packs
-        n_blocks = (n_in + columns - 1) // columns
-        n_tiles = ((S + TILE - 1) // TILE) * n_blocks
-        for t in prange(n_blocks):  # task t: column block t with all the samples, and pack t
-            t0, t1 = task_range(t, n_blocks, n_tiles)
-            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, packs[t])
+        n_tasks = (n_in + columns - 1) // columns
+        n_tiles = ((S + TILE - 1) // TILE) * n_tasks
     else:
-        no_pack = packs.reshape(-1)[:0]
         columns = _column_block(S, n_in)
         n_tiles, n_tasks = _row_tasks(S, n_in, columns)
-        if S * W.size < PARALLEL_WORK:
-            for t in range(n_tasks):
-                t0, t1 = task_range(t, n_tasks, n_tiles)
-                _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
-        else:
-            for t in prange(n_tasks):
-                t0, t1 = task_range(t, n_tasks, n_tiles)
-                _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
+    if S * W.size < PARALLEL_WORK:  # never packed (n_packs is 0)
+        for t in range(n_tasks):
+            t0, t1 = task_range(t, n_tasks, n_tiles)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
+    else:  # one parallel loop for both layouts: each prange is compiled into a function of its own
+        for t in prange(n_tasks):
+            t0, t1 = task_range(t, n_tasks, n_tiles)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, packs[t] if n_packs > 0 else no_pack)
 
 
 @njit(cache=True)
