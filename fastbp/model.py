@@ -397,9 +397,8 @@ class MLP:
         its `work`: (threads, size), one workspace per thread, as small as the blocks of rows each thread takes
         through every layer (a training workspace for `n_rows` for `K.predict_outputs_by_fit_forward`, which
         stands in for an uncompiled `predict_outputs`: `_fit_forward_can_predict`), and `WT`, scratch for the
-        transposed weights (None: the kernel takes none). Kept
-        for the next call with the same two: sizing and allocating the workspaces took 14 µs of a 51-µs
-        single-sample predict_proba (benchmarks/NOTES.md)."""
+        transposed weights (None: the kernel takes none). Kept for the next call with the same two: sizing and
+        allocating the workspaces took 14 µs of a 51-µs single-sample predict_proba (benchmarks/NOTES.md)."""
         local = self.__dict__.get("_row_work_local") or self.__dict__.setdefault("_row_work_local", threading.local())
         if getattr(local, "key", None) != (n_rows, threads):
             local.kernel = K.predict_kernel(n_rows, threads)

@@ -219,6 +219,10 @@ def compile_signatures(dtype_name: str, smooth: bool = False) -> list[str]:
     return done
 
 
+#: the workers `compile_beside` started in this process, by (dtype name, smooth)
+_workers: dict[tuple[str, bool], "subprocess.Popen"] = {}
+
+
 def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     """When the kernels of a fit of `dtype` with plain SGD (and tanh, sigmoid or GELU layers if `smooth`) are
     not in the cache, start compiling part of them in one worker process, into the cache, while this process
@@ -260,10 +264,6 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     atexit.register(_stop, worker)
     _workers[key] = worker
     return worker
-
-
-#: the workers `compile_beside` started in this process, by (dtype name, smooth)
-_workers: dict[tuple[str, bool], "subprocess.Popen"] = {}
 
 
 def _stop(worker) -> None:
