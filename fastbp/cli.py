@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import math
+import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -133,5 +136,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The `fastbp` command (and ``python -m fastbp.cli``): `main`, then the exit handlers and a flush of the output,
+    as at any exit, and an exit that skips tearing down the interpreter. Why: after a first run the interpreter holds
+    Numba's compiler state, and freeing it took 0.4-0.7 s of a 12-s cold `fastbp train` (benchmarks/NOTES.md). A
+    normal exit where that cannot be done safely: a thread that a normal exit would wait for still runs, or Python
+    lacks the handler runner."""
+    code = main()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    waited_for = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if run_exit_handlers is None or waited_for:
+        sys.exit(code)
+    run_exit_handlers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -44,6 +44,28 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "train" in proc.stdout
 
 
+_RUN = """
+import atexit, sys, threading
+from fastbp.cli import run
+atexit.register(lambda: print("exit handler ran", flush=True))
+if sys.argv[1] == "thread":  # a thread a normal exit waits for: run must exit normally, after it
+    threading.Thread(target=lambda: (__import__("time").sleep(0.5), print("thread finished", flush=True))).start()
+sys.argv = ["fastbp", *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_the_command_exits_with_mains_code_after_the_exit_handlers(thread):
+    """`cli.run`, the `fastbp` command, skips the interpreter's teardown: the exit code is main's, the output is
+    flushed and the exit handlers run; with a non-daemon thread still running it exits as usual, after it."""
+    bad = subprocess.run([sys.executable, "-c", _RUN, thread, "train", "--lr", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "lr" in bad.stderr and bad.stdout.splitlines()[-1] == "exit handler ran"
+    assert ("thread finished" in bad.stdout) == (thread == "thread")
+    ok = subprocess.run([sys.executable, "-c", _RUN, thread, "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "train" in ok.stdout and ok.stdout.splitlines()[-1] == "exit handler ran"
+
+
 def test_first_run_says_that_it_compiles(capsys, monkeypatch):
     for compiled in (False, True):
         monkeypatch.setattr(fastbp.cli, "has_compiled", lambda kernel: compiled)
