@@ -14,7 +14,8 @@ import numpy as np
 
 from . import prebuild
 from .data import load_digits_split
-from .kernels import ACTIVATIONS, OUTPUTS, forward_backward, smooth_flag, train_epoch, train_epoch_optimizer
+from .kernels import (ACTIVATIONS, OUTPUTS, forward_backward, packs_flag, smooth_flag, train_epoch,
+                      train_epoch_optimizer)
 from .kernels.cache import has_compiled
 from .model import COMPILING, MLP
 from .optim import OPTIMIZERS as OPTIMIZER_CLASSES
@@ -107,7 +108,8 @@ def train(args: argparse.Namespace) -> int:
     if compiles and comm is None and optimizer.fused:
         # fit's compile worker (`prebuild.compile_beside`), started before the data load, 1 s in a first run
         smooth = smooth_flag(np.array([ACTIVATIONS[args.activation], OUTPUTS["softmax"]])) is not None
-        prebuild.compile_beside(dtype, smooth)
+        packed = packs_flag([0, *args.hidden, 10]) is not None  # n_0 (0 here: no data yet) never counts
+        prebuild.compile_beside(dtype, smooth, packed)
     X_train, X_test, y_train, y_test = load_digits_split(seed=args.seed, dtype=dtype)
     sizes = [X_train.shape[1], *args.hidden, 10]
     model = MLP(sizes, activation=args.activation, output="softmax", dtype=dtype, seed=args.seed)

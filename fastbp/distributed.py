@@ -314,7 +314,8 @@ class Run:
             if S_r > 0:
                 A0, Tb = K.batch_rows(X, T, order[lo:hi], self.work, self.woff, m._sizes)
                 loss, right = K.forward_backward(m._sizes, m._codes, m._params, self.poff, A0, Tb, self.work,
-                                                 self.woff, S_r, 1.0 / S, 0.0, grads, None, None, 0, m._smooth)
+                                                 self.woff, S_r, 1.0 / S, 0.0, grads, None, None, 0, m._smooth,
+                                                 m._packed)
                 loss_sum += loss * S_r
                 correct += right
             else:  # a global batch smaller than the number of ranks leaves this rank nothing

@@ -73,6 +73,7 @@ class MLP:
         self._codes = np.array([K.ACTIVATIONS[a] for a in self.activations] + [K.OUTPUTS[self.output]],
                                dtype=np.int64)
         self._smooth = K.smooth_flag(self._codes)  # None for relu/identity networks: less code to compile
+        self._packed = K.packs_flag(self._sizes)  # None unless a layer is big enough to pack: likewise
         self._offsets = K.param_offsets(self._sizes)
         self._params = zeros_on_a_line(self._offsets[-1, 0], self.dtype)
         self.weights, self.biases = self._views(self._params)
@@ -134,7 +135,7 @@ class MLP:
         with parallel_section():
             loss, _ = K.forward_backward(self._sizes, self._codes, self._params, self._offsets, X, T, work,
                                          K.workspace_offsets(self._sizes, S), S, 1.0 / S, 0.0, grads, wb,
-                                         None, 0, self._smooth)
+                                         None, 0, self._smooth, self._packed)
         return float(loss)
 
     def _batch_weights(self, sw: np.ndarray) -> np.ndarray:
@@ -492,6 +493,7 @@ class MLP:
         state.setdefault("dropout", 0.0)  # pickled before dropout existed
         self.__dict__.update(state)
         self._smooth = K.smooth_flag(self._codes)  # pickled before it existed
+        self._packed = K.packs_flag(self._sizes)  # likewise
         self._params = copy_on_a_line(self._params)  # unpickled arrays start wherever NumPy put them
         self.weights, self.biases = self._views(self._params)
 
@@ -536,12 +538,13 @@ class _Run:
                 loss_sum, correct = self.sparse(X, T, order, hyper)
             elif self.fused:
                 loss_sum, correct = K.train_epoch(X, T, order, self.batch_size, m._sizes, m._codes, m._params,
-                                                  self.work, hyper[LR], sw, *self.dropout, opt.steps, m._smooth)
+                                                  self.work, hyper[LR], sw, *self.dropout, opt.steps, m._smooth,
+                                                  m._packed)
                 opt.steps += -(-X.shape[0] // self.batch_size)
             else:
                 loss_sum, correct, opt.steps = K.train_epoch_optimizer(
                     X, T, order, self.batch_size, m._sizes, m._codes, m._params, self.work, self.grads, opt.code,
-                    hyper, self.state, opt.steps, sw, *self.dropout, m._smooth)
+                    hyper, self.state, opt.steps, sw, *self.dropout, m._smooth, m._packed)
         seconds = time.perf_counter() - start
         return self.finish(loss_sum, correct, X.shape[0], seconds, hyper[LR], saved, history)
 
@@ -597,7 +600,7 @@ def _compile_beside(run: _Run, sw) -> None:
     compiles: plain SGD, dense X, no sample weights, no dropout."""
     if run.fused and run.sparse is None and sw is None and run.dropout[0] is None:
         from .prebuild import compile_beside
-        compile_beside(run.model.dtype, run.model._smooth is not None)
+        compile_beside(run.model.dtype, run.model._smooth is not None, run.model._packed is not None)
 
 
 def _first_epoch_compiles(run: _Run) -> bool:

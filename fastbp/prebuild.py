@@ -177,13 +177,16 @@ def compile(dtypes: Sequence[str] = ("float32",), activations: Sequence[str] = (
 
 # -- the first fit's compilation, on two cores ----------------------------------------------------------
 
-def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> list[tuple[str, tuple]]:
+def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False,
+                                   packed: bool = False) -> list[tuple[str, tuple]]:
     """(kernel, argument types) of the parts of a fit's call tree that a second process can compile
-    while the first compiles `train_epoch`'s forward half: the loss and backward pass, as
+    while the first compiles `train_epoch`'s forward half: the batch's rows (first, as the first process
+    reaches them about a second after the worker starts), the loss and backward pass, as
     `train_epoch` calls it (its last argument the literal False), the output activation with which `score`
     and `predict_proba` complete the fit's own forward on fewer than TRANSPOSE_MIN_ROWS rows
     (`kernels.predict_outputs_by_fit_forward`), and the kernel for one row on several threads, for a network
-    with (smooth) or without tanh, sigmoid or GELU layers (`kernels.smooth_flag`). The types are those
+    with (smooth) or without tanh, sigmoid or GELU layers (`kernels.smooth_flag`), with (packed) or without
+    a layer whose backward packs W (`kernels.packs_flag`). The types are those
     `fastbp.kernels.training` passes today: if a kernel's arguments change, the worker compiles a
     signature nobody loads (its time is lost, no result changes) until this list follows."""
     import numba
@@ -194,10 +197,14 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
     i1, i2 = numba.typeof(np.zeros(1, np.int64)), numba.typeof(np.zeros((1, 1), np.int64))
     f1, f2 = numba.typeof(np.zeros(1, dtype)), numba.typeof(np.zeros((1, 1), dtype))
     flag = types.boolean if smooth else types.none
+    packs = types.boolean if packed else types.none
     return [
-        # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key)
+        # batch_rows(X, T, index, work, woff, sizes)
+        ("batch_rows", (f2, f2, i1, f1, i2, i1)),
+        # loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb, p, key,
+        #                   packed)
         ("loss_and_backward", (i1, i1, f1, i2, f2, f2, f1, i2, types.int64, types.float64, types.float64, f1,
-                               types.literal(False), types.none, types.none, types.int64)),
+                               types.literal(False), types.none, types.none, types.int64, packs)),
         # output_activation_serial(Z, code, out): after the fit's own forward, a first prediction's output
         ("output_activation_serial", (f2, types.int64, f2)),
         # predict_outputs_by_layer(X, sizes, codes, params, work, out, smooth), work (threads, size): one row at a
@@ -206,11 +213,11 @@ def _signatures_beside_train_epoch(dtype_name: str, smooth: bool = False) -> lis
     ]
 
 
-def compile_signatures(dtype_name: str, smooth: bool = False) -> list[str]:
+def compile_signatures(dtype_name: str, smooth: bool = False, packed: bool = False) -> list[str]:
     """Compile `_signatures_beside_train_epoch` into the cache (run in a worker process)."""
     from . import kernels as K
     done = []
-    for name, signature in _signatures_beside_train_epoch(dtype_name, smooth):
+    for name, signature in _signatures_beside_train_epoch(dtype_name, smooth, packed):
         try:
             getattr(K, name).compile(signature)
             done.append(name)
@@ -219,13 +226,26 @@ def compile_signatures(dtype_name: str, smooth: bool = False) -> list[str]:
     return done
 
 
-#: the workers `compile_beside` started in this process, by (dtype name, smooth)
-_workers: dict[tuple[str, bool], "subprocess.Popen"] = {}
+def worker_main(dtype_name: str, smooth: bool = False, packed: bool = False) -> None:
+    """The compile worker's whole life (`compile_beside`): `compile_signatures`, then exit at once.
+
+    The collector stays off: the process lives seconds, and its full passes over Numba's objects cost
+    time (`kernels.collector`). `os._exit` skips tearing down Numba's compiler state, 0.5-0.7 s of the core
+    that the first epochs run on; every kernel is saved by then, and nothing is left to flush."""
+    import gc
+    import os
+    gc.disable()
+    compile_signatures(dtype_name, smooth, packed)
+    os._exit(0)
 
 
-def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
-    """When the kernels of a fit of `dtype` with plain SGD (and tanh, sigmoid or GELU layers if `smooth`) are
-    not in the cache, start compiling part of them in one worker process, into the cache, while this process
+#: the workers `compile_beside` started in this process, by (dtype name, smooth, packed)
+_workers: dict[tuple[str, bool, bool], "subprocess.Popen"] = {}
+
+
+def compile_beside(dtype, smooth: bool = False, packed: bool = False) -> "subprocess.Popen | None":
+    """When the kernels of a fit of `dtype` with plain SGD (and tanh, sigmoid or GELU layers if `smooth`, a layer
+    whose backward packs W if `packed`: `kernels.packs_flag`) are not in the cache, start compiling part of them in one worker process, into the cache, while this process
     compiles the rest; the compile locks (`fastbp.kernels.cache.CheckedCache`) make whichever process comes
     second load what the other compiled. Returns the worker (None when nothing is done: cached already, no
     cache directory, fewer than two CPUs, a frozen application, or ``FASTBP_COMPILE_WORKER=0`` in the
@@ -247,7 +267,7 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     from . import kernels as K
     from .kernels.cache import cache_directory, has_compiled
 
-    key = (np.dtype(dtype).name, bool(smooth))
+    key = (np.dtype(dtype).name, bool(smooth), bool(packed))
     if key in _workers:
         return _workers[key]
     if (os.environ.get("FASTBP_COMPILE_WORKER", "1").strip() == "0" or cache_directory() is None
@@ -257,8 +277,8 @@ def compile_beside(dtype, smooth: bool = False) -> "subprocess.Popen | None":
     # this very fastbp, wherever it was imported from: first on sys.path, before the working directory that
     # `python -c` puts there (a source tree of another fastbp in it would be compiled into another cache)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = (f"import sys; sys.path.insert(0, {root!r}); from fastbp.prebuild import compile_signatures; "
-            f"compile_signatures({np.dtype(dtype).name!r}, {smooth})")
+    code = (f"import sys; sys.path.insert(0, {root!r}); from fastbp.prebuild import worker_main; "
+            f"worker_main({np.dtype(dtype).name!r}, {bool(smooth)}, {bool(packed)})")
     worker = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     atexit.register(_stop, worker)

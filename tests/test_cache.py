@@ -353,7 +353,7 @@ def test_a_first_fit_compiles_beside_when_the_worker_compiles_its_kernels(monkey
     import fastbp.model
     from fastbp import prebuild
     calls = []
-    monkeypatch.setattr(prebuild, "compile_beside", lambda dtype, smooth: calls.append(np.dtype(dtype)))
+    monkeypatch.setattr(prebuild, "compile_beside", lambda dtype, smooth, packed: calls.append(np.dtype(dtype)))
     monkeypatch.setattr(fastbp.model, "_first_epoch_compiles", lambda run: True)
     X, y = np.random.default_rng(0).random((24, 5)), np.arange(24) % 3
 

@@ -114,7 +114,7 @@ def test_a_layer_whose_backward_packs_W_matches_the_reference():
     """Layer 2's W (500 x 600) is past `dense.PACK_MIN_ELEMENTS`: δ^1 (eq. 15) comes from packed blocks of W, in
     the packs at the end of the training workspace (`training.workspace_offsets`)."""
     model = fastbp.MLP([20, 600, 500, 3], activation="tanh", output="softmax", dtype=np.float64, seed=0)
-    assert fastbp.kernels.backward_packs(500, 600) > 0
+    assert fastbp.kernels.backward_packs(500, 600) > 0 and fastbp.kernels.packs_flag(model.layer_sizes) is True
     X, y = _data(model, 37, seed=1)
     loss, dW, db = model.loss_and_grads(X, y)
     T = one_hot_or_matrix(y, "softmax", 3)

@@ -376,33 +376,43 @@ def test_a_relu_network_compiles_no_code_for_the_other_activations(tmp_path):
     assert all(int(n) > 0 for n in gelu)
 
 
+def test_packs_flag_is_true_only_for_a_network_whose_backward_packs():
+    """`packs_flag`: None (no packing code compiled) unless a W of layers 2..L is past PACK_MIN_ELEMENTS; layer 1
+    has no backward, so the input width never counts."""
+    assert K.packs_flag([784, 256, 128, 10]) is None
+    assert K.packs_flag([100_000, 256, 10]) is None
+    assert K.packs_flag([20, 600, 500, 3]) is True and K.backward_packs(500, 600) > 0
+    assert K.packs_flag(np.array([8, 512, 1024, 3])) is True
+    assert K.packs_flag([8, 3]) is None
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("S,n_in,n_out", [(37, 2050, 136), (64, 1024, 304), (5, 1024, 264)])
 def test_a_big_backward_packs_blocks_of_W_and_keeps_its_sums(S, n_in, n_out, activation, dtype):
     """A W past PACK_MIN_ELEMENTS is cut into column blocks whose blocks of rows are copied into packs
-    (`dense.backward_packs`) before the row sums read them: eq. 15 against float64 NumPy, and the same bits as the
-    unpacked kernel on column slices of W too small to be packed, with the kernel's own packs or with given ones."""
+    (`dense.backward_packs`) before the row sums read them: eq. 15 against float64 NumPy, packed and not
+    (packs=None), and the same bits as the unpacked kernel on column slices of W too small to be packed."""
     assert K.backward_packs(n_out, n_in) > 0 and K.backward_packs(n_out, 512) == 0
     rng = np.random.default_rng(S + n_in)
     D, W = rng.normal(size=(S, n_out)).astype(dtype), rng.normal(size=(n_out, n_in)).astype(dtype)
     A = F[activation][0](rng.normal(size=(S, n_in))).astype(dtype)
     D_out = np.full((S, n_in), np.nan, dtype)
-    K.dense_backward(D, W, A, CODES[activation], D_out)
+    K.dense_backward(D, W, A, CODES[activation], D_out)  # no packs: every task reads W in place
     want = (D.astype(float) @ W.astype(float)) * F[activation][1](A.astype(float))
     np.testing.assert_allclose(D_out, want, **_tol(dtype, terms=n_out))
     packs = np.full((K.backward_packs(n_out, n_in), K.PACK_ELEMENTS), np.nan, dtype)
-    given = np.full((S, n_in), np.nan, dtype)
-    K.dense_backward(D, W, A, CODES[activation], given, packs)
-    np.testing.assert_array_equal(given, D_out)
+    packed = np.full((S, n_in), np.nan, dtype)
+    K.dense_backward(D, W, A, CODES[activation], packed, packs)
+    np.testing.assert_allclose(packed, want, **_tol(dtype, terms=n_out))
     for j0 in range(0, n_in, 512):
         j1 = min(j0 + 512, n_in)
         part = np.empty((S, j1 - j0), dtype)
         K.dense_backward(D, np.ascontiguousarray(W[:, j0:j1]), np.ascontiguousarray(A[:, j0:j1]),
                          CODES[activation], part)
-        np.testing.assert_array_equal(D_out[:, j0:j1], part)
+        np.testing.assert_array_equal(packed[:, j0:j1], part)
     with pytest.raises(ValueError, match="packs"):
-        K.dense_backward(D, W, A, CODES[activation], given, packs[:1])
+        K.dense_backward(D, W, A, CODES[activation], packed, packs[:1])
     # the weight gradient of the same layer: rows of 4 KB or more take their terms in smaller blocks (`_term_block`)
     G = np.full((n_out, n_in), np.nan, dtype)
     K.dense_weight_gradient(D, A, 1.0, 0.0, G)

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp.kernels import linking
+from fastbp.kernels import linking, target
 from fastbp.kernels.common import njit
 
 pytestmark = pytest.mark.skipif(not linking.SUPPORTED, reason="this Numba links as it always did")
@@ -96,8 +96,9 @@ def test_numbas_runtime_links_as_it_always_did(monkeypatch):
 
 
 def test_a_parallel_loops_wrappers_get_no_machine_code_of_their_own():
-    """Numba links the wrappers of a parallel loop into the kernel and never runs their own copies: their machine
-    code waits for a need that never comes, while the kernel's is made for its first call."""
+    """Numba links the wrappers of a parallel loop and its body into the kernel and never runs their own copies:
+    their machine code waits for a need that never comes, while the kernel's is made for its first call. The body
+    gets no Python entry point, which would need its machine code (`target.WideVectorCompiler`)."""
     @njit(parallel=True)
     def total(x):
         s = 0.0
@@ -110,6 +111,9 @@ def test_a_parallel_loops_wrappers_get_no_machine_code_of_their_own():
     library = _library(total)
     outer = [lib for lib in library._linking_libraries if lib.name.startswith("parallelgufuncwrapper")]
     inner = [lib for wrapper in outer for lib in wrapper._linking_libraries if "GufuncWrapper" in lib.name]
-    assert outer and inner
-    assert all(lib._machine_code_pending for lib in outer + inner)
+    body = [lib for lib in library._linking_libraries if lib.name.startswith(target._PARALLEL_LOOP_BODY)]
+    assert outer and inner and body
+    assert all(lib._machine_code_pending for lib in outer + inner + body)
     assert not library._machine_code_pending
+    with pytest.raises(RuntimeError, match="body of a parallel loop"):
+        target._not_callable(body[0].name)()

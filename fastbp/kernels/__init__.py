@@ -11,6 +11,9 @@
 from .. import parallel  # noqa: F401  first: picks a thread-safe Numba threading layer (fastbp/parallel.py)
 from .cache import attach_caches, configure_cache
 
+from .collector import pause_while_compiling
+
+pause_while_compiling()
 configure_cache()  # before any kernel module is imported: their dispatchers' caches are attached below
 
 from .activations import (ACTIVATIONS, GELU, IDENTITY, REGISTRY, RELU, SIGMOID, TANH, Activation, activate,
@@ -43,6 +46,7 @@ from .training import (
     forward_with_step,
     loss_and_backward,
     output_and_loss,
+    packs_flag,
     batch_rows,
     batch_weights,
     fit_forward_is_compiled,
@@ -72,7 +76,7 @@ __all__ = [
     "dense_forward_serial", "dense_update_forward", "dense_weight_gradient",
     "EXP_POISSON", "IDENTITY_SE", "OUTPUTS", "SIGMOID_BCE", "SOFTMAX_CE", "count_correct", "output_activation",
     "output_activation_serial", "output_loss",
-    "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "batch_rows",
+    "forward", "forward_backward", "forward_with_step", "loss_and_backward", "output_and_loss", "packs_flag", "batch_rows",
     "batch_weights",
     "fit_forward_is_compiled", "param_offsets", "predict_kernel", "predict_outputs", "predict_outputs_by_fit_forward",
     "predict_outputs_by_layer",

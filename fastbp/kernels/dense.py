@@ -545,18 +545,19 @@ def dense_backward(D, W, A, code, D_out, packs=None):
     D: (S, n_out) δ^l · W: (n_out, n_in) · A: (S, n_in) a^{l-1}, from which f' is taken
     D_out: (S, n_in), written; it must not overlap the inputs.
     packs: (≥ `backward_packs(n_out, n_in)`, PACK_ELEMENTS) scratch for copies of W, as the training workspace
-    holds (`training.workspace_offsets`); None: the kernel allocates what it needs.
+    holds (`training.workspace_offsets`); give them for a W of more than PACK_MIN_ELEMENTS. None: nothing is
+    packed, every task reads W in place (in tiles of other columns, so a sum may differ in its last bit from a
+    packed one), and no packing code is compiled (`training.packs_flag`).
     Parallel over runs of tiles of 4 samples x a block of units j (serial below PARALLEL_WORK); each element
     is summed by one thread in order of k. A big W (`backward_packs` > 0) is cut into column blocks, each a
     task with all the samples, whose blocks of terms are packed first (`_backward_tiles`).
     """
     S, n_in = D_out.shape[0], W.shape[1]
-    n_packs = backward_packs(W.shape[0], n_in) if S * W.size >= PARALLEL_WORK else 0
-    if packs is None:  # a direct call: packs of its own
-        packs = np.empty((n_packs, PACK_ELEMENTS), W.dtype)
-    if packs.shape[0] < n_packs or packs.shape[1] < PACK_ELEMENTS:
-        raise ValueError("packs: give backward_packs(n_out, n_in) rows of PACK_ELEMENTS, or None")
-    no_pack = packs.reshape(-1)[:0]
+    n_packs = 0
+    if packs is not None:  # pruned when packs is None: then no packing code is compiled
+        n_packs = backward_packs(W.shape[0], n_in) if S * W.size >= PARALLEL_WORK else 0
+        if packs.shape[0] < n_packs or packs.shape[1] < PACK_ELEMENTS:
+            raise ValueError("packs: give backward_packs(n_out, n_in) rows of PACK_ELEMENTS, or None")
     if n_packs > 0:  # task t: column block t with all the samples, and pack t
         columns = (n_in + n_packs - 1) // n_packs
         columns += (-columns) % (PANEL_ROW_BYTES // 4)  # a multiple of every panel's width (float32's is the most
@@ -569,11 +570,19 @@ def dense_backward(D, W, A, code, D_out, packs=None):
     if S * W.size < PARALLEL_WORK:  # never packed (n_packs is 0)
         for t in range(n_tasks):
             t0, t1 = task_range(t, n_tasks, n_tiles)
-            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, no_pack)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, _task_pack(packs, t, 0))
     else:  # one parallel loop for both layouts: each prange is compiled into a function of its own
         for t in prange(n_tasks):
             t0, t1 = task_range(t, n_tasks, n_tiles)
-            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, packs[t] if n_packs > 0 else no_pack)
+            _backward_tiles(D, W, A, code, D_out, t0, t1, columns, _task_pack(packs, t, n_packs))
+
+
+@njit(inline="always", cache=True)
+def _task_pack(packs, t, n_packs):
+    """Task t's pack: packs[t], an empty one when W is not packed (n_packs = 0), None when packs is None."""
+    if packs is None:
+        return None
+    return packs[t] if n_packs > 0 else packs.reshape(-1)[:0]
 
 
 @njit(cache=True)
@@ -597,14 +606,15 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns, pack):
     _, _, jb0, jb1 = _tile(t0, S, n_in, columns)  # a packed task's column block
     for k0 in range(0, n_out, block):  # blocks of units k, their rows of W in L2
         k1 = min(k0 + block, n_out)
-        packed = pack.shape[0] > 0 and k1 - k0 >= CHUNK
-        if packed:
-            P = _pack_block(W, k0, k1, jb0, jb1, pack)
+        if pack is not None:  # pruned, with all the packing code, when pack is None
+            if pack.shape[0] > 0 and k1 - k0 >= CHUNK:
+                P = _pack_block(W, k0, k1, jb0, jb1, pack)
         for t in range(t0, t1):
             s0, s1, j0, j1 = _tile(t, S, n_in, columns)
             j_rest = j0  # the columns from here on are summed from W itself
-            if packed and s1 - s0 == TILE:
-                j_rest = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
+            if pack is not None:
+                if pack.shape[0] > 0 and k1 - k0 >= CHUNK and s1 - s0 == TILE:
+                    j_rest = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
             _row_sums(D, W, one, zero, D_out, s0, s1, j_rest, j1, k0, k1, True)
             if k1 == n_out:  # the tile's sums are complete: f' while it is in L1
                 for s in range(s0, s1):

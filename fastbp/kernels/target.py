@@ -85,8 +85,27 @@ def _wide_context(base: type) -> type:
             # every library made for this compilation, its parallel loops' wrappers included
             return late_link_codegen(super().codegen())
 
+        def get_executable(self, library, fndesc, env):
+            if fndesc.qualname.startswith(_PARALLEL_LOOP_BODY):
+                # Numba links a parallel loop's body into its kernel and never calls it from Python: an entry
+                # point for Python would generate its machine code only for that (0.1-0.15 s per loop, cold)
+                return _not_callable(fndesc.qualname)
+            return super().get_executable(library, fndesc, env)
+
     WideVectorContext.__name__ = WideVectorContext.__qualname__ = f"WideVector{base.__name__}"
     return WideVectorContext
+
+
+#: how Numba names the function of a parallel loop's body (`numba.parfors.parfor_lowering`)
+_PARALLEL_LOOP_BODY = "__numba_parfor_gufunc_"
+
+
+def _not_callable(name: str):
+    """What Python gets for a parallel loop's body: a function that says it cannot be called."""
+    def body(*args, **kwargs):
+        raise RuntimeError(f"{name} is the body of a parallel loop, run by its kernel only")
+    body.__name__ = body.__qualname__ = name
+    return body
 
 
 class WideVectorCompiler(Compiler):

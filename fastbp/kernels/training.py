@@ -98,6 +98,14 @@ def _n_packs(sizes):
     return n
 
 
+def packs_flag(sizes: np.ndarray) -> bool | None:
+    """The kernels' `packed` argument for a network of layer `sizes`: True when the backward of one of layers
+    2..L packs blocks of its W (`dense.backward_packs`: W of more than PACK_MIN_ELEMENTS elements), else None.
+    None is a type of its own, so Numba prunes `dense_backward`'s packing and compiles none of its code: the
+    cold compile of the backward takes a second less (benchmarks/NOTES.md). Read without compiling anything."""
+    return True if any(backward_packs.py_func(sizes[l], sizes[l - 1]) > 0 for l in range(2, len(sizes))) else None
+
+
 @njit(inline="always", cache=True)
 def _packs(work, woff, sizes):
     """The workspace's (`_n_packs`, PACK_ELEMENTS) packs for `dense_backward`: the last of its buffers."""
@@ -284,7 +292,7 @@ def batch_weights(sw, index, wb):
 
 @njit(parallel=True, cache=True)
 def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, wb=None, p=None, key=0,
-                     smooth=True):
+                     smooth=True, packed=True):
     """One step on the batch (a^0, t) = (A0, T) of S rows: forward, loss, then for l = L..1
     δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
@@ -292,15 +300,17 @@ def forward_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, be
     α = -ε/S, β = 1, out = params: the SGD step, fused. Each W^l is updated only after δ^{l-1}
     has been computed from it, so every gradient of the step uses the original weights (docs/derivation.md eq. 18).
     wb: None, or scaled sample weights (`output_and_loss`). p not None, key: inverted dropout on the hidden
-    layers (`forward`). smooth: as in `forward`. Returns (batch-mean loss, number of correct predictions).
+    layers (`forward`). smooth: as in `forward`; packed: as in `loss_and_backward`.
+    Returns (batch-mean loss, number of correct predictions).
     """
     forward(sizes, codes, params, poff, A0, work, woff, S, p, key, smooth)
-    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb, p, key)
+    return loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, True, wb, p, key,
+                             packed)
 
 
 @njit(parallel=True, cache=True)
 def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, beta, out, weights, wb=None, p=None,
-                      key=0):
+                      key=0, packed=True):
     """The loss, then for l = L..1: δ^{l-1} from W^l, and out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l),
     after `forward`. With weights=False only the biases' part: W^l is left to `forward_with_step`.
     Each δ^l is left in `work` multiplied by α, once its δ^{l-1} and bias part are done: every weight gradient,
@@ -309,6 +319,7 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
     p not None: the forward's dropout masks (same key) multiply each hidden δ^{l-1} too. It takes no `smooth`
     (`forward`): it is called with more combinations of argument types than any other kernel, and each value of
     `smooth` would compile them all again, for 0.5 s less of cold compile.
+    packed: None when no layer's backward packs W (`packs_flag`): no packing code is compiled then.
     Returns (batch-mean loss, number of correct predictions).
     """
     L = sizes.shape[0] - 1
@@ -323,8 +334,11 @@ def loss_and_backward(sizes, codes, params, poff, A0, T, work, woff, S, alpha, b
             code_in = dense_code(codes[l - 2])
             # with dropout, Σ_k δ_k W_kj alone, then the mask, 1/(1-p) and f' (dropout.dropout_backward);
             # one call with an int64 code either way: a literal IDENTITY would compile a second signature
-            dense_backward(D, W, A_in, code_in if p is None else np.int64(IDENTITY), D_in,
-                           _packs(work, woff, sizes))
+            code_f = code_in if p is None else np.int64(IDENTITY)
+            if packed is None:  # pruned by type, as the other branch is when packed is True
+                dense_backward(D, W, A_in, code_f, D_in, None)
+            else:  # (a conditional expression here made Numba's parfor array analysis fail)
+                dense_backward(D, W, A_in, code_f, D_in, _packs(work, woff, sizes))
             if p is not None:
                 dropout_backward(D_in, A_in, code_in, p, layer_key(key, l - 1))
             if is_from_z(codes[l - 2]):  # f'(z^{l-1}), from the z^{l-1} that the forward kept
@@ -374,7 +388,8 @@ def forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, A0, work, 
 
 
 @njit(parallel=True, cache=True)
-def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=None, seed=0, t=0, smooth=True):
+def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None, p=None, seed=0, t=0, smooth=True,
+                packed=True):
     """One epoch of mini-batch SGD, W ← W - ε ∂E/∂W per batch, batches taken from X[order].
 
     Each batch's step on the weights is taken by the next batch's forward, as it reads W^l
@@ -386,7 +401,8 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
     sw: None or (N,) sample weights (`batch_weights`).
     p not None: inverted dropout on the hidden layers, the masks of step t + i from `seed` (`dropout`).
     smooth: None when every hidden activation is relu or identity (`activations.smooth_flag`): no code for
-    the others is compiled then. Returns (Σ_batches S·E, number correct).
+    the others is compiled then. packed: None when no layer's backward packs W (`packs_flag`): likewise.
+    Returns (Σ_batches S·E, number correct).
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -405,7 +421,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
         forward_with_step(sizes, codes, params, poff, A0_prev, work_prev, A0, work_i, woff, p, key, smooth)
         wb_i = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         loss, correct = loss_and_backward(sizes, codes, params, poff, A0, Tb, work_i, woff, S, -lr / S, 1.0,
-                                          params, False, wb_i, p, key)
+                                          params, False, wb_i, p, key, packed)
         total_loss += loss * S
         total_correct += correct
         A0_prev, work_prev = A0, work_i
@@ -416,7 +432,7 @@ def train_epoch(X, T, order, batch_size, sizes, codes, params, work, lr, sw=None
 
 @njit(parallel=True, cache=True)
 def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, grads, code, hyper, state, t,
-                          sw=None, p=None, seed=0, smooth=True):
+                          sw=None, p=None, seed=0, smooth=True, packed=True):
     """One epoch where each batch takes g = ∂E/∂θ (+ L2), clips ||g||, then an optimizer step.
 
     X: (N, n_0) · T: (N, n_L) targets · order: (N,) sample order · params: (P,) updated in place
@@ -425,7 +441,8 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
     hyper[L2] = α adds α/(2S) Σ_l ||W^l||² to each batch loss (scikit-learn's MLP penalty);
     hyper[MAX_NORM] > 0 clips ||g||₂ to it. Returns (Σ_batches S·(E + penalty), number correct, t).
     sw: None or (N,) sample weights: the batch loss is Σ w_s E_s / Σ w_s, the penalty α/(2 Σ w_s) Σ_l ||W^l||²
-    (scikit-learn's). p not None: inverted dropout, the masks of step t from `seed`. smooth: as in `train_epoch`.
+    (scikit-learn's). p not None: inverted dropout, the masks of step t from `seed`. smooth, packed: as in
+    `train_epoch`.
     """
     N = order.shape[0]
     poff, woff = param_offsets(sizes), workspace_offsets(sizes, batch_size)
@@ -438,7 +455,7 @@ def train_epoch_optimizer(X, T, order, batch_size, sizes, codes, params, work, g
         wb_s = None if sw is None else _weights_of(sw, order[start:start + S], wb)
         key = step_key(seed, t) if p is not None else np.int64(0)
         loss, correct = forward_backward(sizes, codes, params, poff, A0, Tb, work, woff, S, 1.0 / S, 0.0, grads,
-                                         wb_s, p, key, smooth)
+                                         wb_s, p, key, smooth, packed)
         weight = _weight_sum(sw, order[start:start + S])
         if hyper[L2] > 0 and weight > 0:
             loss += add_l2_penalty(params, poff, hyper[L2] / weight, grads)
