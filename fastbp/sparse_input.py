@@ -124,7 +124,7 @@ class SparseEpoch:
         try:
             loss_sum, correct, opt.steps = train_epoch_sparse(
                 *csr_arrays(X), T, order, run.batch_size, m._sizes, m._codes, m._params, self.work, self.grads,
-                run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout, m._smooth)
+                run.fused, opt.code, hyper, run.state, opt.steps, *run.dropout, m._smooth, m._packed)
         finally:
             for vector in arrays:
                 transpose_first_layer(vector, m._sizes, m._offsets, False)
@@ -144,6 +144,6 @@ def loss_and_grads(model, X, T, grads: np.ndarray) -> float:
     transpose_first_layer(params, sizes, model._offsets, True)
     loss, _ = sparse_forward_backward(*csr_arrays(X), np.arange(S), T, sizes, sizes_0, model._codes, params,
                                       model._offsets, work, K.workspace_offsets(sizes_0, S), 1.0 / S, 0.0, grads,
-                                      None, 0, model._smooth)
+                                      None, 0, model._smooth, model._packed)
     transpose_first_layer(grads, sizes, model._offsets, False)
     return float(loss)

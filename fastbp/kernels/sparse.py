@@ -107,13 +107,14 @@ def sparse_weight_gradient(indptr, indices, data, rows, D, alpha, beta, GT):
 
 @njit(parallel=True, cache=True)
 def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, codes, params, poff, work, woff,
-                            alpha, beta, out, p, key, smooth):
+                            alpha, beta, out, p, key, smooth, packed):
     """`training.forward_backward` for a batch of CSR rows: forward (sparse layer 1, dense layers 2..L, dropout
     p with `key` on the hidden layers), loss, every δ, then out^l ← β out^l + α (Σ_s δ^l a^{l-1T}, Σ_s δ^l).
 
     params, out: W^1 stored transposed, (n_0, n_1), the other layers as usual (`transpose_first_layer`).
     work, woff: a workspace for sizes_0, the sizes with n_0 = 0. The δ are all computed before any W^l in out changes,
-    so α = -ε/S, β = 1, out = params is the SGD step. smooth: as in `training.forward`.
+    so α = -ε/S, β = 1, out = params is the SGD step. smooth: as in `training.forward`; packed: as in
+    `training.loss_and_backward`.
     Returns (batch-mean loss, number correct).
     """
     S, L = rows.shape[0], sizes.shape[0] - 1
@@ -130,7 +131,7 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
     no_input = _mat(work, woff[0, A_], S, 0)  # a^0 is never read with weights=False
     # every δ^l, multiplied by α, and the biases' part
     loss, correct = loss_and_backward(sizes_0, codes, params, poff, no_input, T, work, woff, S,
-                                      alpha, beta, out, False, None, p, key)
+                                      alpha, beta, out, False, None, p, key, packed)
     for l in range(L, 1, -1):
         G, _ = _weights(out, poff, sizes, l)
         dense_weight_gradient(_buffer(work, woff, sizes_0, l, D_, S), _buffer(work, woff, sizes_0, l - 1, A_, S),
@@ -142,7 +143,7 @@ def sparse_forward_backward(indptr, indices, data, rows, T, sizes, sizes_0, code
 
 @njit(parallel=True, cache=True)
 def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes, params, work, grads, fused, code,
-                       hyper, state, t, p, seed, smooth):
+                       hyper, state, t, p, seed, smooth, packed):
     """One epoch over the CSR rows of X in the order `order`, as `training.train_epoch` (fused=True: plain SGD,
     the step fused into the gradient pass, eagerly) or `training.train_epoch_optimizer` (fused=False: gradient
     into `grads`, L2 penalty, clipping, then the optimizer `code`).
@@ -150,7 +151,7 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
     params, grads, state: with W^1 (and its gradient and optimizer state) stored transposed, (n_0, n_1)
     (`transpose_first_layer`): every optimizer step is elementwise, so it runs on that layout unchanged.
     T: (N, n_L) targets · work: `workspace_offsets(sizes with n_0 = 0, batch_size)` elements · t: steps so far.
-    p not None: inverted dropout, the masks of step t from `seed`. smooth: as in `training.train_epoch`.
+    p not None: inverted dropout, the masks of step t from `seed`. smooth, packed: as in `training.train_epoch`.
     Returns (Σ_batches S·E, number correct, t).
     """
     N, L = order.shape[0], sizes.shape[0] - 1
@@ -169,10 +170,12 @@ def train_epoch_sparse(indptr, indices, data, T, order, batch_size, sizes, codes
         key = step_key(seed, t) if p is not None else 0
         if fused:
             loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
-                                                    poff, work, woff, -hyper[LR] / S, 1.0, params, p, key, smooth)
+                                                    poff, work, woff, -hyper[LR] / S, 1.0, params, p, key, smooth,
+                                                    packed)
         else:
             loss, correct = sparse_forward_backward(indptr, indices, data, rows, Tb, sizes, sizes_0, codes, params,
-                                                    poff, work, woff, 1.0 / S, 0.0, grads, p, key, smooth)
+                                                    poff, work, woff, 1.0 / S, 0.0, grads, p, key, smooth,
+                                                    packed)
             if hyper[L2] > 0:
                 loss += add_l2_penalty(params, poff, hyper[L2] / S, grads)
             if hyper[MAX_NORM] > 0:
