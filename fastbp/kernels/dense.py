@@ -606,14 +606,16 @@ def _backward_tiles(D, W, A, code, D_out, t0, t1, columns, pack):
     _, _, jb0, jb1 = _tile(t0, S, n_in, columns)  # a packed task's column block
     for k0 in range(0, n_out, block):  # blocks of units k, their rows of W in L2
         k1 = min(k0 + block, n_out)
+        packed = False
         if pack is not None:  # pruned, with all the packing code, when pack is None
-            if pack.shape[0] > 0 and k1 - k0 >= CHUNK:
+            packed = pack.shape[0] > 0 and k1 - k0 >= CHUNK
+            if packed:
                 P = _pack_block(W, k0, k1, jb0, jb1, pack)
         for t in range(t0, t1):
             s0, s1, j0, j1 = _tile(t, S, n_in, columns)
             j_rest = j0  # the columns from here on are summed from W itself
-            if pack is not None:
-                if pack.shape[0] > 0 and k1 - k0 >= CHUNK and s1 - s0 == TILE:
+            if pack is not None:  # (P exists only then)
+                if packed and s1 - s0 == TILE:
                     j_rest = _packed_panels(D, P, D_out, s0, k0, k1, j0, j1)
             _row_sums(D, W, one, zero, D_out, s0, s1, j_rest, j1, k0, k1, True)
             if k1 == n_out:  # the tile's sums are complete: f' while it is in L1
