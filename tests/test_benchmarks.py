@@ -103,3 +103,18 @@ def test_vector_width_script_gives_each_kernel_all_its_arguments():
     exec(module.KERNELS, scope)
     for name, (kernel, args) in scope["KERNELS"].items():
         assert len(args) == len(inspect.signature(kernel.py_func).parameters), name
+
+
+def test_step_profile_profiles_the_real_step():
+    """`benchmarks/step_profile.py` exits with an error unless its timed step leaves `train_epoch`'s weights bit for
+    bit; its table has every part, and the step's share of the FMA peak is below the peak."""
+    done = run("benchmarks/step_profile.py", "--sizes", "64", "48", "32", "5", "--batches", "1", "16", "--steps", "8",
+               "--rounds", "1", "--matmul-size", "256")
+    assert done.returncode == 0, done.stderr[-4000:]
+    for name in ("step + forward 1", "step + forward 3", "output and loss", "backward δ^1", "bias gradient, α δ^1"):
+        assert done.stdout.count(f"| {name} |") == 2, name
+    rates = [float(line.split(" µs, ")[1].split(" GFLOP/s")[0]) for line in done.stdout.splitlines()
+             if line.startswith("**64-48-32-5, batch")]
+    peak = float(done.stdout.split("FMA peak ")[1].split(" GFLOP/s")[0])
+    assert len(rates) == 2 and all(0 < rate < peak for rate in rates)
+    assert "NumPy's matmul of 256 x 256" in done.stdout
