@@ -3,15 +3,16 @@
 `timed_step` is `training.forward_with_step` followed by `training.loss_and_backward` (plain SGD, relu hidden
 layers, no dropout or sample weights), with the CPU's cycle counter read between the kernel calls: no Python
 and no dispatch between the parts, and the workspaces taking turns as in `train_epoch`. The batches are fresh
-rows taken in order from a data set larger than the L3 cache, as `MLP.fit(shuffle=False)` reads them. Each
-part's time is its median over the steps; the step's is the median of the whole steps.
+rows taken in order from the reference data (40,960 rows by default, 128 MB of float32: more than the L3 cache), as
+`MLP.fit(shuffle=False)` reads them. Each part's time is its median over the steps; the step's is the median of the
+whole steps.
 
 Before any timing, the script checks that it profiles the real step: an epoch of `timed_step` calls must leave
 the weights bit-identical to `train_epoch`'s on the same batches; it stops with an error if not.
 
-Each table ends with the machine's float32 FMA peak (`peers.fma_peak_gflops`) and the GFLOP/s of an outside
-library on its best shape, NumPy's matmul (OpenBLAS) of two 4,096 x 4,096 matrices: a share of the peak that
-no kernel of OpenBLAS reaches here is not a target for a whole step either.
+The report ends with the machine's float32 FMA peak (`peers.fma_peak_gflops`) and the GFLOP/s of an outside
+library on its best shape, NumPy's matmul (OpenBLAS) of two 4,096 x 4,096 matrices: the share of the peak that a
+whole step, with its small layers and its loss, can be measured against.
 
     python benchmarks/step_profile.py                               # the reference network, batches 1 to 512
     python benchmarks/step_profile.py --sizes 784 1024 1024 10 --batches 64 512 --steps 100
@@ -36,7 +37,7 @@ import fastbp
 from fastbp import kernels as K
 from fastbp.buffers import zeros_on_a_line
 from fastbp.kernels import training as T
-from peers import fma_peak_gflops
+from peers import best_time, fma_peak_gflops
 from reference_job import LEARNING_RATE, reference_data
 
 
@@ -174,19 +175,11 @@ def profile(sizes, batch: int, steps: int, rounds: int) -> tuple[np.ndarray, flo
     return np.median(parts, axis=0), float(np.median(wholes))
 
 
-def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
-    """NumPy's (OpenBLAS's) float32 matmul of two n x n matrices, best of `repeats`, in GFLOP/s."""
+def matmul_gflops(n: int = 4096) -> float:
+    """NumPy's (OpenBLAS's) float32 matmul of two n x n matrices, in GFLOP/s (`peers.best_time`)."""
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     out = np.empty_like(a)
-    np.matmul(a, a, out=out)
-    best = min(_seconds(lambda: np.matmul(a, a, out=out)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _seconds(f) -> float:
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
+    return 2 * n ** 3 / best_time(lambda: np.matmul(a, a, out=out)) / 1e9
 
 
 def table(sizes, batch: int, part_us: np.ndarray, step_us: float, peak: float) -> str:
