@@ -67,7 +67,7 @@ def _lap(ticks, i, t0):
 @njit
 def timed_step(sizes, codes, params, poff, A0_prev, work_prev, A0, Tb, work, woff, lr, packed, ticks):
     """`forward_with_step` then `loss_and_backward` of `train_epoch`'s SGD step, each kernel call's cycles in
-    `ticks`, in the order of `part_names`. Returns the batch-mean loss."""
+    `ticks`, in the order of `parts`. Returns the batch-mean loss."""
     L = sizes.shape[0] - 1
     S_prev, S = A0_prev.shape[0], A0.shape[0]
     t0, i = _cycles(), 0
@@ -101,21 +101,17 @@ def timed_step(sizes, codes, params, poff, A0_prev, work_prev, A0, Tb, work, wof
     return loss
 
 
-def part_names(L: int) -> list[str]:
-    """The parts of `timed_step`, in its order."""
-    names = [f"step + forward {l}" for l in range(1, L + 1)] + ["output and loss"]
-    for l in range(L, 0, -1):
-        names += ([f"backward δ^{l - 1}"] if l > 1 else []) + [f"bias gradient, α δ^{l}"]
-    return names
-
-
-def part_flops(sizes, S: int) -> list[int]:
-    """Multiply-adds x 2 of each part in the steady state (the previous batch also had S rows)."""
+def parts(sizes, S: int) -> list[tuple[str, int]]:
+    """(name, FLOP) of each part of `timed_step`, in its order: multiply-adds x 2 in the steady state (the previous
+    batch also had S rows), 0 for the parts that are not products."""
     L = len(sizes) - 1
-    flops = [2 * 2 * S * sizes[l] * sizes[l - 1] for l in range(1, L + 1)] + [0]
+    table = [(f"step + forward {l}", 2 * 2 * S * sizes[l] * sizes[l - 1]) for l in range(1, L + 1)]
+    table.append(("output and loss", 0))
     for l in range(L, 0, -1):
-        flops += ([2 * S * sizes[l] * sizes[l - 1]] if l > 1 else []) + [0]
-    return flops
+        if l > 1:
+            table.append((f"backward δ^{l - 1}", 2 * S * sizes[l] * sizes[l - 1]))
+        table.append((f"bias gradient, α δ^{l}", 0))
+    return table
 
 
 class Run:
@@ -135,7 +131,7 @@ class Run:
         """`steps` timed steps on the batches in order, then the last pending step; returns ticks (steps, parts)."""
         size = self.woff[-1, 2]
         work = zeros_on_a_line(2 * size, np.float32)  # aligned as `MLP.fit`'s
-        ticks = np.zeros((self.steps, len(part_names(len(self.sizes) - 1))), np.int64)
+        ticks = np.zeros((self.steps, len(parts(self.sizes, self.batch))), np.int64)
         A0_prev, work_prev = self.X[:0], work[size:]
         for i in range(self.steps):
             rows = slice(i * self.batch, (i + 1) * self.batch)
@@ -184,7 +180,7 @@ def matmul_gflops(n: int = 4096) -> float:
 
 def table(sizes, batch: int, part_us: np.ndarray, step_us: float, peak: float) -> str:
     """A Markdown table of one batch size's parts."""
-    names, flops = part_names(len(sizes) - 1), part_flops(sizes, batch)
+    names, flops = zip(*parts(sizes, batch))
     lines = [f"**{'-'.join(map(str, sizes))}, batch {batch}**: step {step_us:.1f} µs, "
              f"{sum(flops) / step_us / 1e3:.1f} GFLOP/s, {sum(flops) / step_us / 1e3 / peak:.0%} of the peak", "",
              "| part | µs | share | GFLOP/s | of peak |", "|---|---:|---:|---:|---:|"]
