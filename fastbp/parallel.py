@@ -111,10 +111,10 @@ def active_layer() -> str | None:
 def thread_count() -> int:
     """``numba.get_num_threads()``: the number of threads this Python thread's parallel loops use. Once Numba's
     threads are up it is read directly, 0.1 µs against the public call's 0.7 (two locks): a twentieth of a
-    one-row prediction (benchmarks/NOTES.md)."""
-    if _parallel._is_initialized:
-        return _parallel._get_num_threads()
-    return numba.get_num_threads()
+    one-row prediction (benchmarks/NOTES.md). The first call starts the threads (`start_threads`)."""
+    if not _threads_started:
+        start_threads()
+    return _parallel._get_num_threads()
 
 
 def is_thread_safe() -> bool:
@@ -135,9 +135,73 @@ def parallel_section() -> ContextManager:
     Wrap each call into compiled code that may run a ``prange`` loop (a training epoch, a
     prediction): ``with parallel_section(): ...``. On tbb and omp it returns a context that does nothing,
     made once (a generator-based context manager cost 1.5 µs of a 30-µs single-sample prediction); on
-    workqueue, the lock that makes the calls take turns.
+    workqueue, the lock that makes the calls take turns. The first call starts Numba's threads
+    (`start_threads`).
     """
+    if not _threads_started:
+        start_threads()
     return _FREELY if is_thread_safe() else _serial_lock
+
+
+#: whether `start_threads` has run in this process
+_threads_started = False
+
+
+def start_threads() -> None:
+    """Start Numba's threads if they are not running, then undo the nested parallelism that its omp layer turns on.
+
+    When Numba's omp layer starts its threads it sets OpenMP's max-active-levels to the most the runtime supports,
+    for the whole process. PyTorch shares that GNU OpenMP runtime when both are loaded, and its MKL calls inside
+    its own parallel regions then start nested teams: after one fastbp fit, PyTorch's tanh epoch took 6x as long and
+    its Adam epoch 6-10x (benchmarks/NOTES.md). fastbp never nests parallel regions, so here the setting goes back
+    to OpenMP's default of 1 level, or to ``OMP_MAX_ACTIVE_LEVELS`` if set; ``OMP_NESTED=true`` leaves Numba's.
+    Nothing changes on the tbb and workqueue layers, which do not use OpenMP.
+    """
+    global _threads_started
+    numba.get_num_threads()  # starts the threads, once per process
+    if numba.threading_layer() == "omp":
+        levels = _wanted_openmp_levels()
+        if levels is not None:
+            set_openmp_max_active_levels(levels)
+    _threads_started = True
+
+
+def _wanted_openmp_levels() -> int | None:
+    """The max-active-levels the user asked OpenMP for (1, OpenMP's default, if nothing); None for Numba's."""
+    if os.environ.get("OMP_NESTED", "").strip().lower() in {"true", "1", "yes"}:
+        return None
+    text = os.environ.get("OMP_MAX_ACTIVE_LEVELS", "").strip()
+    return int(text) if text.isdigit() else 1
+
+
+def _openmp_function(name: str):
+    """OpenMP's `name` as Numba's omp layer calls it: from the process's global symbols first (where PyTorch puts
+    its runtime), else from the runtime the layer loaded itself; None if neither has it."""
+    for library in (None, _layer_path("omp")):
+        try:
+            return getattr(ctypes.CDLL(library), name)
+        except (AttributeError, OSError, TypeError):
+            continue
+    return None
+
+
+def _layer_path(layer: str) -> str | None:
+    """The file of Numba's extension module for threading layer `layer`, if it is loaded."""
+    module = sys.modules.get("numba.np.ufunc." + _LAYER_MODULES[layer])
+    return getattr(module, "__file__", None)
+
+
+def openmp_max_active_levels() -> int | None:
+    """OpenMP's max-active-levels in the runtime that Numba's omp layer uses; None where there is none."""
+    function = _openmp_function("omp_get_max_active_levels")
+    return None if function is None else int(function())
+
+
+def set_openmp_max_active_levels(levels: int) -> None:
+    """Set OpenMP's max-active-levels in the runtime that Numba's omp layer uses (nothing if there is none)."""
+    function = _openmp_function("omp_set_max_active_levels")
+    if function is not None:
+        function(ctypes.c_int(levels))
 
 
 choose_threading_layer()

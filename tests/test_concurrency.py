@@ -97,6 +97,9 @@ def test_thread_count_follows_set_num_threads_in_each_python_thread(digits):
     X, X_test, y, _ = digits
     m = fastbp.MLP([64, 32, 10], seed=0)
     m.fit(X, y, epochs=1, verbose=0)  # Numba's threads are up
+    # the per-thread workspaces, even where a fit's forward would stand in for an uncompiled `predict_outputs` (it takes
+    # the fit's one workspace): which one runs depends on what earlier tests compiled
+    m._fit_forward_can_predict = lambda: False
     before = numba.get_num_threads()
     want = m.predict_proba(X_test[:1])
     try:
@@ -176,6 +179,32 @@ def test_parallel_section_serialises_training_on_the_workqueue_layer():
     proc = subprocess.run([sys.executable, "-c", _WORKQUEUE_SCRIPT], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "workqueue"
+
+
+_OPENMP_LEVELS_SCRIPT = """
+import numba, numpy as np
+import fastbp
+from fastbp.parallel import openmp_max_active_levels
+numba.get_num_threads()  # Numba starts its threads by itself, before any call of fastbp's
+started = openmp_max_active_levels()
+fastbp.MLP([3, 2]).fit(np.eye(3), [0, 1, 0], epochs=1, verbose=0)
+print(numba.threading_layer(), started, openmp_max_active_levels())
+"""
+
+
+@pytest.mark.skipif(not layer_loads("omp"), reason="Numba's omp layer does not load here (no GNU OpenMP runtime)")
+@pytest.mark.parametrize("env, want", [({}, "1"), ({"OMP_MAX_ACTIVE_LEVELS": "3"}, "3"), ({"OMP_NESTED": "true"}, None)])
+def test_the_omp_layer_leaves_openmp_without_nested_regions(env, want):
+    """Numba's omp layer turns on nested OpenMP regions for the whole process when it starts its threads; in a
+    process that also runs PyTorch, its MKL calls then start nested teams (6-10x slower epochs, benchmarks/NOTES.md).
+    After fastbp's first fit, max-active-levels is OpenMP's default of 1, or what the user asked for."""
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NESTED", "OMP_MAX_ACTIVE_LEVELS")}
+    proc = subprocess.run([sys.executable, "-c", _OPENMP_LEVELS_SCRIPT], env=dict(base, NUMBA_THREADING_LAYER="omp", **env),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    layer, started, after = proc.stdout.split()
+    assert layer == "omp"
+    assert after == (started if want is None else want)
 
 
 _OPTIMIZER_SCRIPT = """
