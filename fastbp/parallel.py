@@ -152,8 +152,8 @@ def start_threads() -> None:
 
     When Numba's omp layer starts its threads it sets OpenMP's max-active-levels to the most the runtime supports,
     for the whole process. PyTorch shares that GNU OpenMP runtime when both are loaded, and its MKL calls inside
-    its own parallel regions then start nested teams: after one fastbp fit, PyTorch's tanh epoch took 6x as long and
-    its Adam epoch 6-10x (benchmarks/NOTES.md). fastbp never nests parallel regions, so here the setting goes back
+    its own parallel regions then start nested teams: after one fastbp fit, PyTorch's epochs with tanh or Adam took
+    2-10x as long (benchmarks/NOTES.md). fastbp never nests parallel regions, so here the setting goes back
     to OpenMP's default of 1 level, or to ``OMP_MAX_ACTIVE_LEVELS`` if set; ``OMP_NESTED=true`` leaves Numba's.
     Nothing changes on the tbb and workqueue layers, which do not use OpenMP.
     """

@@ -196,7 +196,7 @@ print(numba.threading_layer(), started, openmp_max_active_levels())
 @pytest.mark.parametrize("env, want", [({}, "1"), ({"OMP_MAX_ACTIVE_LEVELS": "3"}, "3"), ({"OMP_NESTED": "true"}, None)])
 def test_the_omp_layer_leaves_openmp_without_nested_regions(env, want):
     """Numba's omp layer turns on nested OpenMP regions for the whole process when it starts its threads; in a
-    process that also runs PyTorch, its MKL calls then start nested teams (6-10x slower epochs, benchmarks/NOTES.md).
+    process that also runs PyTorch, its MKL calls then start nested teams (2-10x slower epochs, benchmarks/NOTES.md).
     After fastbp's first fit, max-active-levels is OpenMP's default of 1, or what the user asked for."""
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NESTED", "OMP_MAX_ACTIVE_LEVELS")}
     proc = subprocess.run([sys.executable, "-c", _OPENMP_LEVELS_SCRIPT], env=dict(base, NUMBA_THREADING_LAYER="omp", **env),
